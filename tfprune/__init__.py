@@ -1,0 +1,19 @@
+"""tfprune: scheduled weight and channel pruning for Keras 3.
+
+Wrap a model (`prune_low_magnitude`, `prune_channels`), train it with the
+`UpdatePruningStep` callback, then `strip_pruning` (masks baked in) or
+`shrink` (masked channels removed) before export with `tflite_export`.
+"""
+
+from tfprune import datasets
+from tfprune.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune.masked_wrapper import MaskedWeightsWrapper
+from tfprune.prunable_layer import PrunableLayer
+from tfprune.prune import prune_low_magnitude, strip_pruning
+from tfprune.pruning_wrapper import PruneLowMagnitude
+from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+
+# --- channel pruning API (begin) ---
+# --- channel pruning API (end) ---
+
+__version__ = "0.1.0"

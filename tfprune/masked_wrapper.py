@@ -1,0 +1,181 @@
+"""A Keras wrapper layer that keeps some of the wrapped layer's weights masked.
+
+The mask lives in non-trainable variables beside the weights. It is enforced
+without touching the wrapped layer's forward pass: each masked weight carries
+a Keras variable constraint, which every Keras optimizer applies right after
+its update, so masked weights are exactly zero after every optimizer step
+(Adam and momentum included) and the forward pass runs the layer unchanged.
+That keeps training overhead to one multiply per masked weight per step, and
+works the same under `jit_compile=True` and `tf.distribute`.
+
+Masks are decided in Python, between training steps, by a *controller*: the
+`UpdatePruningStep` callback groups the wrappers of a model by class and asks
+the class for its controllers (`make_controllers`). Magnitude pruning makes
+each wrapper its own controller; channel pruning makes one controller for the
+whole model, since channels are coupled across layers.
+"""
+
+import keras
+import numpy as np
+
+_CALLBACK_MISSING = (
+    "Layer '{name}' is being trained with pruning wrappers, but the "
+    "tfprune.UpdatePruningStep() callback is not active. Add it to fit: "
+    "model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom "
+    "training loop, call its set_model(model) and on_train_begin() first, "
+    "and on_train_batch_begin(step) before each step."
+)
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Multiplies a weight by its mask, after the weight's own constraint.
+
+    Not serialized: the wrapper re-attaches it when it is built.
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, weight):
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
+
+
+def _relative_name(variable, layer):
+    """`query/kernel` for the variable `mha/query/kernel` of layer `mha`."""
+    path = variable.path
+    prefix = layer.path + "/" if getattr(layer, "path", None) else layer.name + "/"
+    if path.startswith(prefix):
+        path = path[len(prefix):]
+    return path.replace("/", "_")
+
+
+class MaskedWeightsWrapper(keras.layers.Wrapper):
+    """Base wrapper: holds one 0/1 mask per masked weight of the wrapped layer.
+
+    Subclasses say which weights are masked (`get_masked_weights`) and who
+    decides the masks (`make_controllers`).
+
+    Args:
+      layer: The Keras layer to wrap. Must not already be wrapped.
+      **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+      ValueError: If `layer` is already a pruning wrapper.
+    """
+
+    def __init__(self, layer, **kwargs):
+        if isinstance(layer, MaskedWeightsWrapper):
+            raise ValueError(
+                f"Layer '{layer.name}' is already wrapped by {type(layer).__name__}; "
+                "wrapping it again would stack masks. Prune the original model, or "
+                "call tfprune.strip_pruning(model) first."
+            )
+        super().__init__(layer, **kwargs)
+        self._masked = []
+        self._step_callback_active = False
+
+    # -- what subclasses provide -------------------------------------------
+
+    def get_masked_weights(self):
+        """The inner layer's variables to mask, once it is built."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_controllers(cls, model, wrappers):
+        """Objects with `update(step)` that decide the masks of `wrappers`."""
+        return []
+
+    # -- state ---------------------------------------------------------------
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._build_masks()
+        self.built = True
+
+    def _build_masks(self):
+        self._masked = []
+        for weight in self.get_masked_weights():
+            mask = self.add_weight(
+                name=_relative_name(weight, self.layer) + "_mask",
+                shape=weight.shape,
+                dtype=weight.dtype,
+                initializer="ones",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+            original = weight.constraint
+            if isinstance(original, MaskConstraint):
+                original = original.inner
+            weight.constraint = MaskConstraint(mask, original)
+            self._masked.append((weight, mask, original))
+        # -1 means "never trained with the step callback", as in tfmot.
+        self.pruning_step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    @property
+    def masked_weights(self):
+        """`(weight, mask)` pairs, in `get_masked_weights` order."""
+        return [(w, m) for w, m, _ in self._masked]
+
+    def set_masks(self, masks):
+        """Assigns new masks and zeroes the weights they remove.
+
+        Args:
+          masks: One array per masked weight, of 0s and 1s, same shapes.
+
+        Raises:
+          ValueError: If the number or shapes of masks do not match.
+        """
+        if len(masks) != len(self._masked):
+            raise ValueError(
+                f"Layer '{self.name}' masks {len(self._masked)} weights; "
+                f"received {len(masks)} masks."
+            )
+        for (weight, mask, _), value in zip(self._masked, masks):
+            value = np.asarray(value, dtype=mask.dtype)
+            if tuple(value.shape) != tuple(mask.shape):
+                raise ValueError(
+                    f"Mask for '{weight.path}' must have shape {tuple(mask.shape)}; "
+                    f"received {value.shape}."
+                )
+            mask.assign(value)
+            weight.assign(np.asarray(weight.numpy()) * value)
+
+    def baked_weights(self):
+        """The inner layer's weights with masks applied, for stripping."""
+        masks = {id(w): m for w, m, _ in self._masked}
+        values = []
+        for weight in self.layer.weights:
+            value = np.asarray(weight.numpy())
+            if id(weight) in masks:
+                value = value * np.asarray(masks[id(weight)].numpy())
+            values.append(value)
+        return values
+
+    def release_constraints(self):
+        """Puts the original constraints back on the inner layer's weights."""
+        for weight, _, original in self._masked:
+            weight.constraint = original
+
+    # -- forward -------------------------------------------------------------
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training is True and self.trainable:
+            if not self._step_callback_active:
+                raise ValueError(_CALLBACK_MISSING.format(name=self.name))
+            # Counted in the graph so that steps_per_execution > 1 and resumed
+            # runs keep the same count as the callback's.
+            self.pruning_step.assign_add(1)
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        return self.layer(inputs, *args, **kwargs)

@@ -1,0 +1,172 @@
+"""`PruneLowMagnitude`: the wrapper that prunes a layer's weights by magnitude."""
+
+import keras
+import numpy as np
+from absl import logging
+
+from tfprune import masks as mask_math
+from tfprune import prune_registry
+from tfprune import schedules as schedules_lib
+from tfprune.masked_wrapper import MaskedWeightsWrapper
+
+
+def _as_pair(value, name):
+    try:
+        pair = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"`{name}` must be a pair of positive integers. Received: {name}={value!r}")
+    return pair
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneLowMagnitude(MaskedWeightsWrapper):
+    """Zeroes the smallest-magnitude weights of a layer, on a schedule.
+
+    Every time the schedule says so (`should_prune(step)`), the mask of each
+    prunable weight is recomputed from the current magnitudes to reach the
+    schedule's sparsity. Masked weights stay exactly zero in between.
+
+    Args:
+      layer: The layer to prune (see `tfprune.prune_low_magnitude` for the
+        supported types).
+      pruning_schedule: A `tfprune.PruningSchedule`.
+      block_size: `(rows, cols)`: prune whole blocks of the weight's matrix
+        view (`(prod(shape[:-1]), shape[-1])`). `(1, 1)` prunes single weights.
+      block_pooling_type: `"AVG"` or `"MAX"`: how a block is scored.
+      sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: zero `m` of every `n`
+        consecutive weights along the input-channel axis (the schedule then
+        only says when). `None` for magnitude sparsity.
+      **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+      ValueError: On an unsupported layer or out-of-range argument, or (when
+        built) a block size or `n` that does not divide the weight.
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        **kwargs,
+    ):
+        if pruning_schedule is None:
+            pruning_schedule = schedules_lib.ConstantSparsity(0.5, 0)
+        pruning_schedule = schedules_lib.deserialize(pruning_schedule)
+        if not isinstance(pruning_schedule, schedules_lib.PruningSchedule):
+            raise ValueError(
+                "`pruning_schedule` must be a tfprune.PruningSchedule such as "
+                f"tfprune.PolynomialDecay(...). Received: {pruning_schedule!r}"
+            )
+        if not isinstance(layer, keras.layers.Layer) or not prune_registry.is_prunable(layer):
+            raise ValueError(prune_registry.unsupported_layer_message(layer))
+        if block_pooling_type not in ("AVG", "MAX"):
+            raise ValueError(
+                "`block_pooling_type` must be 'AVG' or 'MAX'. "
+                f"Received: block_pooling_type={block_pooling_type!r}"
+            )
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = pruning_schedule
+        self.block_size = _as_pair(block_size, "block_size")
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = (
+            None if sparsity_m_by_n is None else _as_pair(sparsity_m_by_n, "sparsity_m_by_n")
+        )
+        if self.sparsity_m_by_n is not None and self.block_size != (1, 1):
+            raise ValueError(
+                "Use either `block_size` or `sparsity_m_by_n`, not both. Received: "
+                f"block_size={self.block_size}, sparsity_m_by_n={self.sparsity_m_by_n}"
+            )
+        if layer.built:
+            self._validate_patterns()
+
+    def _validate_patterns(self):
+        for weight, axis in prune_registry.prunable_weights(self.layer):
+            name = f"'{weight.path}' of layer '{self.layer.name}'"
+            if self.sparsity_m_by_n is not None:
+                mask_math.validate_m_by_n(tuple(weight.shape), self.sparsity_m_by_n, axis, name)
+            elif self.block_size != (1, 1):
+                mask_math.validate_block_size(tuple(weight.shape), self.block_size, name)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._validate_patterns()
+        super().build(input_shape)
+        self.thresholds = [
+            self.add_weight(
+                name=f"threshold_{i}",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+            for i in range(len(self.masked_weights))
+        ]
+
+    def get_masked_weights(self):
+        return [weight for weight, _ in prune_registry.prunable_weights(self.layer)]
+
+    def get_prunable_weights(self):
+        """The pruned variables (tfmot's name for `get_masked_weights`)."""
+        return self.get_masked_weights()
+
+    @classmethod
+    def make_controllers(cls, model, wrappers):
+        return list(wrappers)
+
+    def compute_masks(self, sparsity):
+        """New masks and thresholds for the current weights at `sparsity`.
+
+        Returns:
+          `(masks, thresholds)`: one 0/1 array and one float per weight. The
+          threshold is the smallest kept magnitude (or block score).
+        """
+        new_masks, thresholds = [], []
+        for weight, axis in prune_registry.prunable_weights(self.layer):
+            value = np.asarray(weight.numpy(), dtype=np.float32)
+            if self.sparsity_m_by_n is not None:
+                mask = mask_math.m_by_n_mask(value, self.sparsity_m_by_n, axis)
+            else:
+                mask = mask_math.magnitude_mask(
+                    value, sparsity, self.block_size, self.block_pooling_type
+                )
+            kept = np.abs(value)[mask > 0]
+            new_masks.append(mask)
+            thresholds.append(float(kept.min()) if kept.size else 0.0)
+        return new_masks, thresholds
+
+    def update(self, step):
+        """Recomputes the masks if the schedule says so at `step`.
+
+        Returns:
+          Whether the masks were recomputed.
+        """
+        if not self.pruning_schedule.should_prune(step):
+            return False
+        sparsity = self.pruning_schedule.sparsity(step)
+        new_masks, thresholds = self.compute_masks(sparsity)
+        self.set_masks(new_masks)
+        for variable, value in zip(self.thresholds, thresholds):
+            variable.assign(value)
+        logging.vlog(1, "%s: step %d, sparsity %.4f", self.name, step, sparsity)
+        return True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
+                "block_size": list(self.block_size),
+                "block_pooling_type": self.block_pooling_type,
+                "sparsity_m_by_n": (
+                    None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
+                ),
+            }
+        )
+        return config
