@@ -118,6 +118,17 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def _write(self):
         import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        # tf.summary.scalar needs the tensorboard package, which TF 2.21 no
+        # longer installs; the core write op with the scalars plugin's metadata
+        # produces the same event records.
+        metadata = summary_pb2.SummaryMetadata()
+        metadata.plugin_data.plugin_name = "scalars"
+        metadata = metadata.SerializeToString()
+
+        def scalar(tag, value):
+            tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata)
 
         wrappers = collect_wrappers(self.model)
         if not wrappers:
@@ -129,9 +140,9 @@ class PruningSummaries(keras.callbacks.Callback):
                 for (weight, mask), threshold in zip(wrapper.masked_weights, thresholds):
                     tag = f"{wrapper.name}/{weight.name}"
                     mask_value = np.asarray(mask.numpy())
-                    tf.summary.scalar(f"{tag}/sparsity", 1.0 - float(mask_value.mean()))
+                    scalar(f"{tag}/sparsity", 1.0 - float(mask_value.mean()))
                     if threshold is not None:
-                        tf.summary.scalar(f"{tag}/threshold", float(threshold.numpy()))
+                        scalar(f"{tag}/threshold", float(threshold.numpy()))
         self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):
