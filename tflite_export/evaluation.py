@@ -1,0 +1,115 @@
+"""Comparing a `.tflite` model with the model it was converted from."""
+
+import re
+
+import numpy as np
+from absl import logging
+
+from tflite_export import litert
+
+SERVING_KEY = "serving_default"
+
+
+def natural_key(name):
+    """Sort key that puts `output_2` before `output_10`."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+class TFLiteRunner:
+    """Runs a `.tflite` model example by example through its signature.
+
+    Float inputs are quantised and integer outputs dequantised with the
+    tensors' own parameters, so callers always deal in float32.
+
+    Args:
+      model: Path of the `.tflite` file or its bytes.
+      num_threads: Interpreter threads.
+    """
+
+    def __init__(self, model, num_threads=1):
+        self._interpreter = litert.make_interpreter(model, num_threads=num_threads)
+        signatures = self._interpreter.get_signature_list()
+        key = SERVING_KEY if SERVING_KEY in signatures else next(iter(signatures))
+        self._runner = self._interpreter.get_signature_runner(key)
+        self._inputs = self._runner.get_input_details()
+        self._outputs = self._runner.get_output_details()
+        self.input_names = sorted(self._inputs, key=natural_key)
+        self.output_names = sorted(self._outputs, key=natural_key)
+
+    def _input_names_for(self, names):
+        # Signature names usually match the source model's; otherwise fall
+        # back to order, which is the order both sides sort by.
+        if names is not None and set(names) == set(self.input_names):
+            return list(names)
+        return self.input_names
+
+    def predict(self, inputs, names=None, verbose=0):
+        """Runs the model on a batch, one example at a time.
+
+        Args:
+          inputs: List of arrays (one per input), batch first.
+          names: Source input names, in the order of `inputs`.
+          verbose: 1 shows a `keras.utils.Progbar`.
+
+        Returns:
+          List of float32 output arrays in `output_names` order.
+        """
+        order = self._input_names_for(names)
+        n = inputs[0].shape[0]
+        outputs = {name: [] for name in self.output_names}
+        progbar = None
+        if verbose:
+            import keras
+
+            progbar = keras.utils.Progbar(n, unit_name="example")
+        for i in range(n):
+            feed = {name: litert.quantize_input(x[i : i + 1], self._inputs[name])
+                    for name, x in zip(order, inputs)}
+            result = self._runner(**feed)
+            for name in self.output_names:
+                outputs[name].append(litert.dequantize_output(result[name], self._outputs[name]))
+            if progbar is not None and ((i + 1) % 100 == 0 or i + 1 == n):
+                progbar.update(i + 1)
+        return [np.concatenate(outputs[name]) for name in self.output_names]
+
+
+def _top1(outputs):
+    flat = outputs.reshape(outputs.shape[0], -1)
+    return flat.argmax(axis=1) if flat.shape[1] > 1 else None
+
+
+def compare(reference, tflite, labels=None):
+    """Computes fidelity and accuracy of the `.tflite` outputs.
+
+    Args:
+      reference: List of float outputs of the source model.
+      tflite: List of float outputs of the `.tflite` model (same order).
+      labels: Optional int class labels.
+
+    Returns:
+      `(fidelity, accuracy)`: fidelity is a dict with `num_samples`,
+      `top1_agreement` (None for single-value outputs), `max_abs_error`,
+      `mean_abs_error` (over all outputs); accuracy is None without labels,
+      else a dict with `reference` and `tflite` top-1 accuracy of the first
+      output.
+    """
+    if len(reference) != len(tflite):
+        raise ValueError(f"The source model has {len(reference)} outputs but the .tflite "
+                         f"has {len(tflite)}.")
+    errors = [np.abs(r.reshape(r.shape[0], -1) - t.reshape(t.shape[0], -1))
+              for r, t in zip(reference, tflite)]
+    ref_top1, tfl_top1 = _top1(reference[0]), _top1(tflite[0])
+    fidelity = {
+        "num_samples": int(reference[0].shape[0]),
+        "top1_agreement": None if ref_top1 is None else float(np.mean(ref_top1 == tfl_top1)),
+        "max_abs_error": float(max(e.max() for e in errors)),
+        "mean_abs_error": float(np.mean([e.mean() for e in errors])),
+    }
+    accuracy = None
+    if labels is not None and ref_top1 is not None:
+        accuracy = {
+            "reference": float(np.mean(ref_top1 == labels)),
+            "tflite": float(np.mean(tfl_top1 == labels)),
+        }
+    logging.info("Fidelity %s, accuracy %s", fidelity, accuracy)
+    return fidelity, accuracy

@@ -1,0 +1,216 @@
+"""The export report: a JSON document with a stable, versioned schema.
+
+`export("model.tflite", ...)` writes `model.report.json` and
+`model.report.md` beside the model. The JSON object has these keys
+(schema version 1; new optional keys may be added without a version bump,
+renames or removals bump `SCHEMA_VERSION`):
+
+=====================  ======================================================
+key                    meaning
+=====================  ======================================================
+schema_version         int, `SCHEMA_VERSION`
+created_utc            str, ISO-8601 time of the export
+model_name             str, name of the source model
+source                 {"kind": "keras" | "keras_file" | "saved_model" |
+                       "tf_keras", "path": str | null, "stripped": bool,
+                       "shrunk": bool}
+tflite_path            str, absolute path of the `.tflite` file
+quantize               "int8" | "dynamic" | "float16" | "float32"
+sparse_format          bool, weights stored in TFLite's sparse format
+size_bytes             int, size of the `.tflite` file
+gzip_size_bytes        int, size after gzip -9 (what an app download costs)
+dense_size_bytes       int, size of the dense conversion (== size_bytes
+                       unless the sparse format was kept)
+params                 int, parameters of the exported model (after
+                       strip/shrink)
+nonzero_params         int, parameters that are not zero
+sparsity               float, 1 - nonzero_params / params
+macs                   int | null, multiply-accumulates per example
+macs_source            "keras" | "tflite": counted on layers or on the graph
+input_dtypes           [str], dtype per input tensor of the `.tflite`
+output_dtypes          [str], dtype per output tensor
+inputs, outputs        [{"name", "shape", "dtype", "scale", "zero_point"}]
+weight_dtypes          {dtype: count} of constant tensors of rank >= 2
+op_counts              {op name: count}
+float_ops              [str], ops left in float in an int8 model (only with
+                       allow_float_fallback=True)
+latency_ms             {"<num_threads>": LatencyStats dict}: init_ms,
+                       first_run_ms, min_ms, median_ms, mean_ms, p90_ms,
+                       p99_ms, max_ms, std_ms, runs, warmup, ... (ms)
+fidelity               null | {"num_samples", "top1_agreement",
+                       "max_abs_error", "mean_abs_error"} of the `.tflite`
+                       against the source model on eval_data
+accuracy               null | {"reference", "tflite"}: top-1 accuracy on the
+                       eval_data labels
+timings_s              {stage: seconds} spent by the export
+=====================  ======================================================
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+
+from tflite_export import _io
+from tflite_export.stats import LatencyStats
+
+SCHEMA_VERSION = 1
+
+
+def report_paths(tflite_path):
+    """Returns `(json_path, markdown_path)` beside a `.tflite` path.
+
+    `model.tflite` -> `model.report.json`, `model.report.md`.
+    """
+    base, ext = os.path.splitext(os.fspath(tflite_path))
+    if ext != ".tflite":
+        base = os.fspath(tflite_path)
+    return base + ".report.json", base + ".report.md"
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """Everything measured about one export. See the module docstring."""
+
+    model_name: str
+    tflite_path: str
+    quantize: str
+    size_bytes: int
+    gzip_size_bytes: int
+    params: int
+    nonzero_params: int
+    macs: int | None = None
+    macs_source: str | None = None
+    source: dict = dataclasses.field(default_factory=dict)
+    sparse_format: bool = False
+    dense_size_bytes: int | None = None
+    input_dtypes: list = dataclasses.field(default_factory=list)
+    output_dtypes: list = dataclasses.field(default_factory=list)
+    inputs: list = dataclasses.field(default_factory=list)
+    outputs: list = dataclasses.field(default_factory=list)
+    weight_dtypes: dict = dataclasses.field(default_factory=dict)
+    op_counts: dict = dataclasses.field(default_factory=dict)
+    float_ops: list = dataclasses.field(default_factory=list)
+    latency_ms: dict = dataclasses.field(default_factory=dict)
+    fidelity: dict | None = None
+    accuracy: dict | None = None
+    timings_s: dict = dataclasses.field(default_factory=dict)
+    created_utc: str = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def sparsity(self):
+        """Fraction of zero parameters."""
+        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
+
+    def latency(self, num_threads):
+        """Returns the `LatencyStats` measured with `num_threads` threads."""
+        return LatencyStats.from_dict(self.latency_ms[str(num_threads)])
+
+    def to_dict(self):
+        """Returns the JSON-serialisable report (see the module docstring)."""
+        data = dataclasses.asdict(self)
+        data["sparsity"] = self.sparsity
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuilds a report from `to_dict()` output.
+
+        Raises:
+          ValueError: If the schema version is newer than this library.
+        """
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"Report schema_version {version} is newer than this "
+                             f"tflite_export ({SCHEMA_VERSION}); upgrade tflite_export.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    get_config = to_dict
+    from_config = from_dict
+
+    def to_json(self):
+        """Returns the report as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def save(self, json_path=None, markdown_path=None):
+        """Writes the JSON and Markdown reports atomically.
+
+        Args:
+          json_path: Defaults to `<model>.report.json` beside the model.
+          markdown_path: Defaults to `<model>.report.md`.
+
+        Returns:
+          `(json_path, markdown_path)`.
+        """
+        default_json, default_md = report_paths(self.tflite_path)
+        json_path = json_path or default_json
+        markdown_path = markdown_path or default_md
+        _io.atomic_write_text(json_path, self.to_json())
+        _io.atomic_write_text(markdown_path, self.to_markdown())
+        return json_path, markdown_path
+
+    def to_markdown(self):
+        """Returns a human-readable Markdown summary."""
+        lines = [f"# TFLite export: {self.model_name}", ""]
+        rows = [
+            ("File", f"`{os.path.basename(self.tflite_path)}`"),
+            ("Quantization", self.quantize + (" (sparse format)" if self.sparse_format else "")),
+            ("Size", f"{self.size_bytes / 1024:.1f} KiB ({self.gzip_size_bytes / 1024:.1f} "
+                     "KiB gzipped)"),
+            ("Parameters", f"{self.params:,} ({self.nonzero_params:,} non-zero, "
+                           f"{100 * self.sparsity:.1f}% sparse)"),
+            ("MACs", "n/a" if self.macs is None else f"{self.macs:,} ({self.macs_source})"),
+            ("Input dtypes", ", ".join(self.input_dtypes)),
+            ("Output dtypes", ", ".join(self.output_dtypes)),
+            ("Weight dtypes", ", ".join(f"{k}: {v}" for k, v in self.weight_dtypes.items())
+             or "n/a"),
+            ("Source", f"{self.source.get('kind')}"
+                       + (", pruning stripped" if self.source.get("stripped") else "")
+                       + (", channels shrunk" if self.source.get("shrunk") else "")),
+        ]
+        if self.float_ops:
+            rows.append(("Float ops", ", ".join(self.float_ops)))
+        if self.fidelity:
+            agreement = self.fidelity.get("top1_agreement")
+            rows.append(("Fidelity", (f"top-1 agreement {100 * agreement:.2f}%, "
+                                      if agreement is not None else "")
+                         + f"max abs error {self.fidelity['max_abs_error']:.4g} on "
+                           f"{self.fidelity['num_samples']} examples"))
+        if self.accuracy:
+            rows.append(("Accuracy", f"{100 * self.accuracy['tflite']:.2f}% (source model "
+                                     f"{100 * self.accuracy['reference']:.2f}%)"))
+        lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+        if self.latency_ms:
+            lines += ["", "## Latency (ms)", "",
+                      "| threads | init | first | min | median | mean | p90 | p99 | std |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for threads, stats in self.latency_ms.items():
+                cells = [stats.get(k) for k in ("init_ms", "first_run_ms", "min_ms",
+                                                 "median_ms", "mean_ms", "p90_ms", "p99_ms",
+                                                 "std_ms")]
+                lines.append(f"| {threads} | " + " | ".join(
+                    "n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def load_report(path):
+    """Loads an `ExportReport` from a `.report.json` file (or its `.tflite`).
+
+    Raises:
+      ValueError: If the file does not exist or is not a report.
+    """
+    path = os.fspath(path)
+    if path.endswith(".tflite"):
+        path = report_paths(path)[0]
+    if not os.path.isfile(path):
+        raise ValueError(f"Report {path!r} does not exist.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return ExportReport.from_dict(data)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{path!r} is not an export report: {e}") from e
