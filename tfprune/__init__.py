@@ -14,6 +14,15 @@ from tfprune.pruning_wrapper import PruneLowMagnitude
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
 # --- channel pruning API (begin) ---
+from tfprune import importance
+from tfprune.channel_pruning import (
+    ChannelPruner,
+    PruneChannels,
+    get_channel_pruner,
+    prune_channels,
+)
+from tfprune.dependency import DependencyGraph, count_macs
+from tfprune.surgery import shrink
 # --- channel pruning API (end) ---
 
 __version__ = "0.1.0"
