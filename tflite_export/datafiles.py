@@ -1,0 +1,65 @@
+"""Loading the CLI's `--representative_data` / `--eval_data` values.
+
+A value is a `.npy` file (inputs only), a `.npz` file (arrays `x` and
+optionally `y`; or `arr_0`/`arr_1` as written by `np.savez(path, x, y)`), or
+the word `fashion_mnist` (optionally `fashion_mnist:N` for the first N
+examples): Fashion-MNIST from the Debian package `dataset-fashion-mnist`
+scaled to float32 in [0, 1] with shape (N, 28, 28, 1). It gives the training
+split for representative data and the test split (with labels) for
+evaluation.
+"""
+
+import os
+
+import numpy as np
+
+FASHION_MNIST = "fashion_mnist"
+
+
+def _fashion_mnist(split, limit):
+    import tfprune.datasets
+
+    (x_train, y_train), (x_test, y_test) = tfprune.datasets.load_fashion_mnist()
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return (x[..., None].astype(np.float32) / 255.0), y.astype(np.int64)
+
+
+def load(value, flag, split):
+    """Loads a data flag value.
+
+    Args:
+      value: The flag value (path or `fashion_mnist[:N]`).
+      flag: Flag name for messages, e.g. `--eval_data`.
+      split: `"train"` or `"test"`: which Fashion-MNIST split the word means.
+
+    Returns:
+      `x` or `(x, y)` as NumPy arrays.
+
+    Raises:
+      ValueError: If the file is missing, of an unknown kind, or malformed.
+    """
+    if value.split(":")[0] == FASHION_MNIST:
+        limit = None
+        if ":" in value:
+            try:
+                limit = int(value.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"{flag}={value!r}: write fashion_mnist:N with an integer N.")
+        return _fashion_mnist(split, limit)
+    if not os.path.isfile(value):
+        raise ValueError(f"{flag}={value!r} does not exist (give a .npy or .npz file, or "
+                         f"'{FASHION_MNIST}').")
+    if value.endswith(".npy"):
+        return np.load(value, allow_pickle=False)
+    if value.endswith(".npz"):
+        with np.load(value, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if "x" in keys:
+                return (archive["x"], archive["y"]) if "y" in keys else archive["x"]
+            if keys[:1] == ["arr_0"]:
+                return (archive["arr_0"], archive["arr_1"]) if "arr_1" in keys \
+                    else archive["arr_0"]
+        raise ValueError(f"{flag}={value!r} has arrays {keys}; name them x (and y).")
+    raise ValueError(f"{flag}={value!r} is neither a .npy nor a .npz file.")
