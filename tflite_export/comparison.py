@@ -61,8 +61,10 @@ def compare_reports(reports, labels=None, num_threads=None):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def fmt(value, spec, scale=1.0):
-        return "n/a" if value is None else format(value * scale, spec)
+    def fmt(value, spec, scale=None):
+        if value is None:
+            return "n/a"
+        return format(value if scale is None else value * scale, spec)
 
     for label, r in zip(labels, reports):
         size_ratio = r.size_bytes / base.size_bytes if base.size_bytes else None
