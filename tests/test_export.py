@@ -124,25 +124,27 @@ def test_shrunk_model_is_smaller_by_the_expected_ratio(tmp_path):
     assert tflite_export.count_tflite_macs(thin.tflite_path) == thin.macs
 
 
-def test_tfprune_shrink_when_available(tmp_path):
+def test_tfprune_channel_pruned_model_is_shrunk(tmp_path):
+    """50% channel pruning with tfprune: export shrinks it (MACs ~ 1/4 in conv2)."""
     tfprune = pytest.importorskip("tfprune")
     if not hasattr(tfprune, "shrink") or not hasattr(tfprune, "prune_channels"):
-        pytest.skip("tfprune.shrink / prune_channels not available yet")
+        pytest.skip("tfprune.shrink / prune_channels not available")
     import keras
 
     keras.utils.set_random_seed(0)
     model = make_cnn((16, 32))
     dense = tflite_export.export(model, tmp_path / "d.tflite", quantize="float32",
                                  num_threads=None)
-    try:
-        pruned = tfprune.prune_channels(model, sparsity=0.5)
-    except TypeError:
-        pytest.skip("tfprune.prune_channels signature differs from the expected one")
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0))
     report = tflite_export.export(pruned, tmp_path / "p.tflite", quantize="float32",
                                   num_threads=None)
-    assert report.source["shrunk"]
-    assert report.macs < 0.6 * dense.macs
-    assert report.size_bytes < 0.6 * dense.size_bytes
+    assert report.source["shrunk"] and report.source["stripped"]
+    # Conv 16->8 and 32->16 channels; Dense sees 400 inputs; output stays 10.
+    assert report.macs == 26 * 26 * 8 * 9 + 11 * 11 * 16 * 72 + 400 * 10
+    assert report.macs / dense.macs == pytest.approx(192064 / 662912)
+    assert report.params == 8 * 9 + 8 + 16 * 72 + 16 + 400 * 10 + 10
+    assert report.size_bytes / dense.size_bytes == pytest.approx(
+        report.params / dense.params, rel=0.15)
 
 
 def test_unstructured_pruned_keras_model_is_stripped(tmp_path, data):
