@@ -222,6 +222,13 @@ class PruneChannels(MaskedWeightsWrapper):
 
     # -- forward -------------------------------------------------------------
 
+    def compute_output_spec(self, *args, **kwargs):
+        # Masks and probes keep the wrapped layer's output shape. Asking the
+        # layer (rather than tracing call) also works where Keras marks a
+        # symbolic tensor sparse (e.g. after `x * (1 / 6)`).
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(*args, **kwargs)
+
     def call(self, inputs, *args, training=None, **kwargs):
         if self._norm_mask is None and self.taylor_probe is None:
             return super().call(inputs, *args, training=training, **kwargs)
