@@ -50,7 +50,7 @@ def last_update_step(schedule, final_step):
     return max(s for s in range(final_step + 1) if schedule.should_prune(s))
 
 
-def interrupted_backup(backup_dir, model, at_batch=5, **backup_kwargs):
+def interrupted_backup(backup_dir, model, at_batch=5, data=(X, Y), **backup_kwargs):
     """Trains with BackupAndRestore(save_freq=2) until an exception after `at_batch`."""
 
     class Stop(keras.callbacks.Callback):
@@ -62,11 +62,11 @@ def interrupted_backup(backup_dir, model, at_batch=5, **backup_kwargs):
     if wrappers(model):
         callbacks.append(tfprune.UpdatePruningStep())
     with pytest.raises(Interrupt):
-        model.fit(X, Y, batch_size=BATCH, epochs=2, verbose=0, shuffle=False,
+        model.fit(*data, batch_size=BATCH, epochs=2, verbose=0, shuffle=False,
                   callbacks=callbacks + [Stop()])
 
 
-def resume(backup_dir, model, order="step_first", **backup_kwargs):
+def resume(backup_dir, model, order="step_first", data=(X, Y), **backup_kwargs):
     """Fits with [UpdatePruningStep, BackupAndRestore] (or reversed); returns the first batch's view."""
     update = tfprune.UpdatePruningStep()
     backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq=2, **backup_kwargs)
@@ -80,7 +80,7 @@ def resume(backup_dir, model, order="step_first", **backup_kwargs):
             assert steps == {update.step}, (steps, update.step)
 
     callbacks = [update, backup] if order == "step_first" else [backup, update]
-    model.fit(X, Y, batch_size=BATCH, epochs=2, verbose=0, shuffle=False,
+    model.fit(*data, batch_size=BATCH, epochs=2, verbose=0, shuffle=False,
               callbacks=callbacks + [Probe()])
     return first
 
@@ -107,6 +107,42 @@ def test_in_process_resume_takes_step_from_backup_in_either_callback_order(tmp_p
     assert int(model.optimizer.iterations.numpy()) == 6 + 16
     assert_schedule_state(model, SCHEDULE, 6 + 16)
     assert not os.path.exists(backup_dir)
+
+
+def small_channel_model():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, name="c1")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    h = keras.layers.Conv2D(8, 3, name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h), name="channels")
+    model = tfprune.prune_channels(model, SCHEDULE)
+    model.compile(keras.optimizers.Adam(1e-2), LOSS)
+    return model
+
+
+@pytest.mark.skipif(not hasattr(tfprune, "prune_channels"), reason="channel pruning has not landed")
+@pytest.mark.parametrize("order", ORDERS)
+def test_in_process_resume_of_channel_pruning_in_either_callback_order(tmp_path, order):
+    from tfprune.channel_pruning import kept_count
+
+    images = (RNG.normal(size=(128, 8, 8, 3)).astype("float32"), Y)
+    backup_dir = str(tmp_path / "backup")
+    interrupted_backup(backup_dir, small_channel_model(), at_batch=5, data=images)
+    model = small_channel_model()
+    assert resume(backup_dir, model, order, data=images) == {"graph": {6}, "callback": 6}
+    final = 6 + 16
+    assert int(model.optimizer.iterations.numpy()) == final
+    checkpointing.validate_restored_masks(model)  # every masked weight is zero
+    sparsity = SCHEDULE.sparsity(last_update_step(SCHEDULE, final - 1))
+    for wrapper in wrappers(model):
+        assert int(wrapper.pruning_step.numpy()) == final
+        for slot, mask in wrapper.channel_masks().items():
+            if wrapper.name in ("prune_channels_c1", "prune_channels_bn", "prune_channels_c2") \
+                    and slot in ("out", "channel"):
+                assert int((mask == 0).sum()) == 8 - kept_count(8, sparsity), (wrapper.name, slot)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
