@@ -97,14 +97,11 @@ def _unique_inverse(values):
     """`(first_index, inverse)` as `np.unique(..., return_index, return_inverse)` gives."""
     order = np.argsort(values, kind="stable")
     ordered = values[order]
-    new = np.concatenate(([True], ordered[1:] != ordered[:-1])) if values.size else new_empty()
+    new = np.ones(values.size, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
     inverse = np.empty(values.size, dtype=np.int64)
     inverse[order] = np.cumsum(new) - 1
     return order[new], inverse
-
-
-def new_empty():
-    return np.zeros((0,), dtype=bool)
 
 
 class _Builder:
@@ -254,6 +251,13 @@ class DependencyGraph:
     def _build(self):
         builder = _Builder()
         self._builder = builder
+        self._apply_rules(builder)
+        labels, count = self._label_channels(builder)
+        blocked, comp_reasons = self._blocked_channels(builder, labels, count)
+        self._make_groups(builder, labels, count, blocked, comp_reasons)
+
+    def _apply_rules(self, builder):
+        """Links elements call site by call site and records what blocks them."""
         for t in self.trace.inputs:
             if t.channels is not None and len(t.shape) >= 2:
                 builder.block(builder.tensor_elements(t), MODEL_INPUT)
@@ -267,6 +271,7 @@ class DependencyGraph:
                 self._site_reasons[site.index] = reason
                 builder.block(builder.site_elements(site), reason)
                 continue
+            # A rule's links only count if the whole site was understood.
             builder.links.extend(ctx.links)
             for ids, reason in ctx.blocks:
                 builder.block(ids, reason)
@@ -276,6 +281,8 @@ class DependencyGraph:
             if t.channels is not None and len(t.shape) >= 2:
                 builder.block(builder.tensor_elements(t), MODEL_OUTPUT)
 
+    def _label_channels(self, builder):
+        """Connected components of linked elements: the model's channels."""
         n = builder.size
         if builder.links:
             u = np.concatenate([a.ravel() for a, _ in builder.links])
@@ -285,29 +292,31 @@ class DependencyGraph:
         labels, count = components.connected_components(n, u, v)
         self._labels = labels
         self.num_elements = n
+        self.num_channels = count
+        return labels, count
 
-        owner = np.empty(n, dtype=np.int64)
-        owner_keys = []
-        for i, (start, size, key) in enumerate(builder.owner_of):
-            owner[start:start + size] = i
-            owner_keys.append(key)
-        self._owner = owner
-        self._owner_keys = owner_keys
-
+    @staticmethod
+    def _blocked_channels(builder, labels, count):
         blocked = np.zeros(count, dtype=bool)
         comp_reasons = collections.defaultdict(set)
         for ids, reason in builder.blocks:
             comps = _sorted_unique(labels[ids])
             blocked[comps] = True
-            for c in comps:
-                comp_reasons[int(c)].add(reason)
+            for c in comps.tolist():
+                comp_reasons[c].add(reason)
+        return blocked, comp_reasons
 
-        # A channel's signature: the set of owners (tensors, slots) it touches.
+    def _make_groups(self, builder, labels, count, blocked, comp_reasons):
+        """Groups channels that touch the same tensors and slots (and are blocked alike)."""
+        n_owners = len(builder.owner_of)
+        owner = np.empty(builder.size, dtype=np.int64)
+        for i, (start, size, _) in enumerate(builder.owner_of):
+            owner[start:start + size] = i
+        # A channel's signature: a random-weight hash of the set of owners it touches.
         rng = np.random.default_rng(0)
-        weights = rng.integers(1, 2**62, size=len(owner_keys), dtype=np.int64).astype(np.uint64)
-        pairs = _sorted_unique(labels * len(owner_keys) + owner)
-        pair_comp = pairs // len(owner_keys)
-        pair_owner = pairs % len(owner_keys)
+        weights = rng.integers(1, 2**62, size=n_owners, dtype=np.int64).astype(np.uint64)
+        pairs = _sorted_unique(labels * n_owners + owner)
+        pair_comp, pair_owner = pairs // n_owners, pairs % n_owners
         signature = np.zeros(count, dtype=np.uint64)
         np.add.at(signature, pair_comp, weights[pair_owner])
         signature = signature ^ (blocked.astype(np.uint64) << np.uint64(63))
@@ -317,31 +326,30 @@ class DependencyGraph:
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         comp_group = rank[comp_group]
+        n_groups = order.size
         self._comp_group = comp_group
         comp_pos = np.zeros(count, dtype=np.int64)
-        group_components = []
         sort = np.argsort(comp_group, kind="stable")
-        bounds = np.searchsorted(comp_group[sort], np.arange(order.size + 1))
-        for g in range(order.size):
+        bounds = np.searchsorted(comp_group[sort], np.arange(n_groups + 1))
+        group_components = []
+        for g in range(n_groups):
             comps = sort[bounds[g]:bounds[g + 1]]
             comp_pos[comps] = np.arange(comps.size)
             group_components.append(comps)
         self._comp_pos = comp_pos
-        self.num_channels = count
 
-        n_owners = len(owner_keys)
         group_pairs = _sorted_unique(comp_group[pair_comp] * n_owners + pair_owner)
         pair_group, pair_owner_sorted = group_pairs // n_owners, group_pairs % n_owners
-        cuts = np.searchsorted(pair_group, np.arange(order.size + 1))
+        cuts = np.searchsorted(pair_group, np.arange(n_groups + 1))
         group_owners = {g: pair_owner_sorted[cuts[g]:cuts[g + 1]].tolist()
-                        for g in range(order.size)}
-
+                        for g in range(n_groups)}
         self.groups = []
         for g, comps in enumerate(group_components):
-            reasons = sorted(set().union(*(comp_reasons.get(int(c), set()) for c in comps)))
-            group = Group(id=g, size=int(comps.size), reasons=reasons, layers=[], members=[],
-                          via=[], _components=comps)
-            self.groups.append(group)
+            reasons = set()
+            for c in comps.tolist():
+                reasons |= comp_reasons.get(c, set())
+            self.groups.append(Group(id=g, size=int(comps.size), reasons=sorted(reasons),
+                                     layers=[], members=[], via=[], _components=comps))
         self._fill_members(group_owners)
 
     def _fill_members(self, group_owners):
