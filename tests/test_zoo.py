@@ -44,3 +44,18 @@ def test_zoo_prunes_30_percent_and_shrinks_exactly(name, size):
     assert small.count_params() < 0.7 * model.count_params()
     assert tfprune.count_macs(small) < 0.7 * tfprune.count_macs(model)
     assert small.output_shape == model.output_shape
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_without_fixed_input_size():
+    # MobileNetV3's default input is (None, None, 3): channels are known, sizes are not.
+    model = keras.applications.MobileNetV3Small(weights=None, classifier_activation=None)
+    assert model.input_shape == (None, None, None, 3)
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.3, 0))
+    small = tfprune.shrink(pruned)
+    x = np.random.default_rng(0).uniform(0, 255, size=(1, 80, 80, 3)).astype("float32")
+    expected, got = np.asarray(pruned(x)), np.asarray(small(x))
+    assert np.abs(expected - got).max() / np.abs(expected).max() <= 1e-5
+    assert small.count_params() < 0.7 * model.count_params()
+    with pytest.raises(ValueError, match="fixed input shape"):
+        tfprune.count_macs(small)
