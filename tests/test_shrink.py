@@ -137,8 +137,8 @@ def test_merges_ops_and_constants():
 
 def test_embedding_and_nested_models_are_flattened():
     inner_in = keras.Input((5,))
-    inner = keras.Model(inner_in, L.Dense(3, name="inner_dense")(L.Dense(8, name="inner_a")(inner_in)),
-                        name="inner")
+    inner_out = L.Dense(3, name="inner_dense")(L.Dense(8, name="inner_a")(inner_in))
+    inner = keras.Model(inner_in, inner_out, name="inner")
     inp = keras.Input((4,), dtype="int32")
     x = L.Embedding(10, 6)(inp)
     x = L.Dense(5)(x)

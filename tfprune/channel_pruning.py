@@ -596,8 +596,8 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
         clone, set_weights = _copy_layer(layer, used)
         if id(layer) not in to_wrap:
             return clone, set_weights
-        wrapper = PruneChannels(clone, name=surgery._unique_name(f"prune_channels_{layer.name}", used),
-                                **params)
+        name = surgery._unique_name(f"prune_channels_{layer.name}", used)
+        wrapper = PruneChannels(clone, name=name, **params)
         return wrapper, lambda w: set_weights(w.layer)
 
     wrapped = surgery.replay(graph.trace, make_operation)

@@ -116,7 +116,9 @@ class TaylorImportance:
             raise ImportanceUnavailable("no producing layer tracks gradients")
         out = _accumulate(group, members, values)
         if not np.any(out > 0):
-            raise ImportanceUnavailable("no gradients seen yet (no training step since the last update)")
+            raise ImportanceUnavailable(
+                "no gradients seen yet (no training step since the last update)"
+            )
         return out
 
 

@@ -15,8 +15,10 @@ import numpy as np
 from absl import logging
 from keras import tree
 
+from tfprune.callbacks import collect_wrappers
 from tfprune.dependency import graph as graph_lib
 from tfprune.dependency import layouts
+from tfprune.dependency import trace as trace_lib
 from tfprune.dependency.trace import TensorRef
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 
@@ -161,7 +163,8 @@ def rebuild(graph, keep=None, name=None):
     """Rebuilds the graph's model without the channels that `keep` drops.
 
     Args:
-      graph: A `DependencyGraph` of a model without tfprune wrappers.
+      graph: A `DependencyGraph` of a model without tfprune wrappers, or
+        with `PruneChannels` wrappers only (their masked weights are used).
       keep: `{group id: bool array}` (see `DependencyGraph.full_keep`) or a
         bool array over all channels; None keeps everything (a plain copy).
       name: Name of the new model.
@@ -220,8 +223,6 @@ def rebuild(graph, keep=None, name=None):
 
 def _channel_wrappers_by_site(model):
     """`{site index: wrapper}` for the tfprune channel wrappers of `model`."""
-    from tfprune.dependency import trace as trace_lib
-
     out = {}
     for site in trace_lib.trace(model).sites:
         if hasattr(site.operation, "channel_masks"):
@@ -306,8 +307,6 @@ def shrink(model, name=None):
         raise ValueError(
             f"tfprune.shrink needs a keras.Model. Received: {type(model).__name__}"
         )
-    from tfprune.callbacks import collect_wrappers
-
     wrappers = _channel_wrappers_by_site(model)
     others = [w for w in collect_wrappers(model) if not hasattr(w, "channel_masks")]
     if not others:

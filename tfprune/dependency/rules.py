@@ -453,7 +453,10 @@ def op_rule(operation):
         def reduce(ctx):
             axis = getattr(operation, "axis", None)
             rank = len(ctx.inputs[0].shape)
-            axes = [] if axis is None else (list(axis) if isinstance(axis, (list, tuple)) else [axis])
+            if isinstance(axis, (list, tuple)):
+                axes = list(axis)
+            else:
+                axes = [] if axis is None else [axis]
             if axis is None or any(a % rank == rank - 1 for a in axes):
                 raise Unsupported("reduces over the channel axis")
             rule_identity(ctx)
