@@ -140,8 +140,10 @@ class PruneChannels(MaskedWeightsWrapper):
             )
             self.taylor_probe.overwrite_with_gradient = True
             self.taylor_score = self.add_weight(
+                # Every replica adds the same synchronized probe value: "mean"
+                # keeps the replicas (and workers) in agreement.
                 name="taylor_score", shape=(size,), initializer="zeros", trainable=False,
-                aggregation="only_first_replica",
+                aggregation="mean",
             )
         self.built = True
 
