@@ -1,0 +1,174 @@
+"""The main job: Fashion-MNIST CNN -> pruning (weights and channels) -> INT8 TFLite -> report.
+
+Trains a small CNN, then derives four compressed variants from it by
+fine-tuning with tfprune callbacks:
+
+  dense float32          the trained model, converted as is
+  dense int8             full-integer post-training quantization
+  80% unstructured int8  prune_low_magnitude to 80%, strip, sparse-encoded int8
+  50% channels int8      prune_channels to 50%, shrink to a thinner model, int8
+  combined int8          50% channels, shrink, then 70% unstructured, int8
+
+Each `.tflite` file is written with its JSON/Markdown report into --output_dir,
+and a comparison table (and a PNG plot when matplotlib is installed) is printed.
+
+    python examples/quickstart.py --output_dir=out/quickstart
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import time
+
+import keras
+import numpy as np
+from absl import app, flags, logging
+
+import tflite_export
+import tfprune
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", "out/quickstart", "Folder for .tflite files, reports and the plot.")
+flags.DEFINE_integer("epochs", 4, "Epochs of dense training.")
+flags.DEFINE_integer("finetune_epochs", 3, "Epochs of fine-tuning with pruning, per variant.")
+flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+flags.DEFINE_integer("train_images", 60000, "Training images used (at most 60000).")
+flags.DEFINE_list("num_threads", ["1", "2"], "LiteRT thread counts to time.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def load_data(train_images):
+    """Fashion-MNIST as float32 images in [0, 1] with a channel axis."""
+    (x_train, y_train), (x_test, y_test) = tfprune.datasets.load_fashion_mnist()
+    prep = lambda x: (x[..., None] / 255.0).astype(np.float32)
+    return (prep(x_train[:train_images]), y_train[:train_images].astype(np.int32)), (
+        prep(x_test), y_test.astype(np.int32))
+
+
+def build_cnn():
+    """A small CNN with BatchNormalization and a residual block."""
+    inputs = keras.Input((28, 28, 1), name="image")
+
+    def conv_bn(x, filters, name):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+    x = conv_bn(inputs, 32, "stem")
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = conv_bn(x, 64, "conv2")
+    shortcut = x
+    x = conv_bn(x, 64, "res_a")
+    x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False, name="res_b")(x)
+    x = keras.layers.BatchNormalization(name="res_b_bn")(x)
+    x = keras.layers.ReLU(name="res_relu")(keras.layers.Add(name="res_add")([x, shortcut]))
+    x = keras.layers.MaxPooling2D(name="pool2")(x)
+    x = conv_bn(x, 128, "conv3")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(128, activation="relu", name="fc")(x)
+    outputs = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="fashion_cnn")
+
+
+def compile_model(model, learning_rate):
+    model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
+    return model
+
+
+def accuracy(model, x, y):
+    logits = model.predict(x, batch_size=512, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def fine_tune(model, data, epochs, batch_size, learning_rate=3e-4):
+    (x, y), _ = data
+    compile_model(model, learning_rate)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=2,
+              callbacks=[tfprune.UpdatePruningStep()])
+    return model
+
+
+def steps_per_epoch(data, batch_size):
+    return int(np.ceil(len(data[0][0]) / batch_size))
+
+
+def train_variants(data, epochs, finetune_epochs, batch_size):
+    """Trains the dense model and the pruned variants.
+
+    Returns:
+      A dict from variant name to a plain Keras model ready for export.
+    """
+    (x, y), _ = data
+    dense = compile_model(build_cnn(), 1e-3)
+    dense.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=2)
+
+    steps = steps_per_epoch(data, batch_size) * finetune_epochs
+    # Reach the target sparsity two thirds of the way in, then let the
+    # remaining steps recover accuracy at that sparsity.
+    ramp = dict(begin_step=0, end_step=max(1, 2 * steps // 3), frequency=max(1, steps // 30))
+
+    unstructured = tfprune.prune_low_magnitude(
+        dense, tfprune.PolynomialDecay(0.0, 0.8, **ramp))
+    unstructured = tfprune.strip_pruning(fine_tune(unstructured, data, finetune_epochs, batch_size))
+
+    channels = tfprune.prune_channels(
+        dense, tfprune.PolynomialDecay(0.0, 0.5, **ramp), importance="l2", round_to=8)
+    channels = tfprune.shrink(fine_tune(channels, data, finetune_epochs, batch_size))
+
+    combined = tfprune.prune_low_magnitude(channels, tfprune.PolynomialDecay(0.0, 0.7, **ramp))
+    combined = tfprune.strip_pruning(fine_tune(combined, data, finetune_epochs, batch_size))
+    return {
+        "dense float32": (dense, "float32"),
+        "dense int8": (dense, "int8"),
+        "80% unstructured int8": (unstructured, "int8"),
+        "50% channels int8": (channels, "int8"),
+        "combined int8": (combined, "int8"),
+    }
+
+
+def export_variants(variants, data, output_dir, num_threads):
+    """Exports each variant; returns (labels, reports)."""
+    (x, _), (x_test, y_test) = data
+    labels, reports = [], []
+    for label, (model, quantize) in variants.items():
+        path = os.path.join(output_dir, label.replace("%", "pct").replace(" ", "_") + ".tflite")
+        report = tflite_export.export(
+            model, path, quantize=quantize,
+            representative_data=x[:500] if quantize == "int8" else None,
+            eval_data=(x_test, y_test), num_threads=num_threads,
+            inference_input_type="float32" if quantize == "int8" else None,
+            inference_output_type="float32" if quantize == "int8" else None)
+        labels.append(label)
+        reports.append(report)
+    return labels, reports
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(FLAGS.seed)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    start = time.perf_counter()
+    data = load_data(FLAGS.train_images)
+    variants = train_variants(data, FLAGS.epochs, FLAGS.finetune_epochs, FLAGS.batch_size)
+    threads = tuple(int(t) for t in FLAGS.num_threads)
+    labels, reports = export_variants(variants, data, FLAGS.output_dir, threads)
+
+    print(f"\n## Fashion-MNIST CNN, {len(data[1][0])} test images\n")
+    for count in threads:
+        print(f"Latency at {count} thread(s):\n")
+        print(tflite_export.compare_reports(reports, labels=labels, num_threads=count))
+    try:
+        plot = tflite_export.plot_reports(reports, os.path.join(FLAGS.output_dir, "comparison.png"),
+                                          labels=labels, num_threads=threads[0])
+        print(f"Plot: {plot}")
+    except ImportError as e:
+        logging.warning("No plot: %s", e)
+    print(f"Files and reports in {os.path.abspath(FLAGS.output_dir)}; "
+          f"total time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)
