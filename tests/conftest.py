@@ -28,3 +28,12 @@ def fashion_small(fashion_mnist):
         prep(x_test[:1024]),
         y_test[:1024].astype(np.int32),
     )
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo environment changes a test makes (importing tfmot sets TF_USE_LEGACY_KERAS=1)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -154,9 +154,6 @@ def test_multi_worker_channel_pruning_keeps_workers_identical(multi_worker):
 
 
 @pytest.mark.skipif(not HAS_CHANNELS, reason=NO_CHANNELS)
-@pytest.mark.xfail(strict=False, reason=(
-    "PruneChannels keeps taylor_score with aggregation='only_first_replica', i.e. per worker, "
-    "so each worker ranks channels by its own gradients; aggregation='mean' fixes it"))
 def test_multi_worker_taylor_channel_pruning_keeps_workers_identical(multi_worker):
     # taylor_probe holds each replica's own gradient of the step (scratch); the
     # accumulated taylor_score, from which masks come, must agree.

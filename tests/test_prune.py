@@ -364,5 +364,9 @@ def test_importing_the_packages_does_not_import_tfmot_or_tf_keras():
         "bad = [m for m in ('tensorflow_model_optimization', 'tf_keras') if m in sys.modules]\n"
         "assert not bad, bad\nprint('IMPORT_OK')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    # Importing tfmot elsewhere in this process sets TF_USE_LEGACY_KERAS=1; a user's
+    # fresh process does not have it.
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=env)
     assert "IMPORT_OK" in result.stdout, result.stderr[-2000:]
