@@ -210,11 +210,13 @@ def _only_input(ctx):
 
 
 def rule_identity(ctx):
+    """Per-channel layers: input channel i is output channel i."""
     _only_input(ctx)
     ctx.identity()
 
 
 def rule_spatial(ctx):
+    """Pooling, padding, cropping, resizing: per channel when channels are last."""
     layouts._channels_last(ctx.layer)
     rule_identity(ctx)
 
@@ -245,6 +247,7 @@ def _constants(site):
 
 
 def rule_concat(ctx, axis):
+    """Channel-axis concatenation shifts each operand by the widths before it."""
     out = ctx.outputs[0]
     rank = len(out.shape)
     if not _last_axis(axis, rank):
@@ -281,11 +284,13 @@ def rule_reshape(ctx):
 
 
 def rule_flatten(ctx):
+    """Flatten of channels-last data: output j holds input channel j % C."""
     layouts._channels_last(ctx.layer)
     rule_reshape(ctx)
 
 
 def rule_permute(ctx):
+    """Permute that leaves the channel axis last."""
     dims = tuple(ctx.layer.dims)
     if dims[-1] != len(dims):
         raise Unsupported(f"Permute{dims} moves the channel axis")
@@ -293,6 +298,7 @@ def rule_permute(ctx):
 
 
 def rule_activation(ctx):
+    """Elementwise activations; channel-mixing ones (softmax, ...) are unsupported."""
     name = _activation_name(ctx.layer)
     if name not in _ELEMENTWISE_ACTIVATIONS:
         raise Unsupported(f"activation {name or 'custom'!s} mixes channels or is unknown")
@@ -300,6 +306,7 @@ def rule_activation(ctx):
 
 
 def rule_rescaling(ctx):
+    """Rescaling with one scale and offset for all channels."""
     for value in (ctx.layer.scale, ctx.layer.offset):
         if np.size(value) > 1:
             raise Unsupported("per-channel scale or offset constants")
@@ -307,10 +314,12 @@ def rule_rescaling(ctx):
 
 
 def rule_normalization(ctx):
+    """Normalization layers hold constants per input channel: never pruned."""
     raise Unsupported("holds per-channel mean and variance constants")
 
 
 def rule_dense(ctx):
+    """Dense: input -> "in" slot (kernel rows), output -> "out" slot."""
     _only_input(ctx)
     _check_weight_activation(ctx)
     ctx.link(ctx.tensor(ctx.inputs[0]), ctx.slot("in"))
@@ -318,6 +327,7 @@ def rule_dense(ctx):
 
 
 def rule_conv(ctx):
+    """Conv1D/2D/3D, plain, grouped or depthwise-style (groups == input channels)."""
     _only_input(ctx)
     layer = ctx.layer
     _check_weight_activation(ctx)
@@ -342,6 +352,7 @@ def rule_conv(ctx):
 
 
 def rule_conv_transpose(ctx):
+    """Transposed convolutions (kernel laid out (*spatial, out, in))."""
     _only_input(ctx)
     _check_weight_activation(ctx)
     ctx.link(ctx.tensor(ctx.inputs[0]), ctx.slot("in"))
@@ -349,6 +360,7 @@ def rule_conv_transpose(ctx):
 
 
 def rule_depthwise(ctx):
+    """Depthwise: input channel k feeds outputs k*m .. k*m+m-1 (m = depth_multiplier)."""
     _only_input(ctx)
     _check_weight_activation(ctx)
     in_slot, out_slot = ctx.slot("in"), ctx.slot("out")
@@ -359,6 +371,7 @@ def rule_depthwise(ctx):
 
 
 def rule_separable(ctx):
+    """Separable: depthwise ("in", "mid" = in x multiplier) then pointwise ("out")."""
     _only_input(ctx)
     _check_weight_activation(ctx)
     in_slot, mid_slot = ctx.slot("in"), ctx.slot("mid")
@@ -383,6 +396,7 @@ def rule_channel_param(ctx):
 
 
 def rule_embedding(ctx):
+    """Embedding: its output channels are the "out" slot (the input holds ids)."""
     ctx.link(ctx.tensor(ctx.outputs[0]), ctx.slot("out"))
 
 
