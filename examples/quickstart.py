@@ -30,8 +30,8 @@ import tfprune
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "out/quickstart", "Folder for .tflite files, reports and the plot.")
-flags.DEFINE_integer("epochs", 4, "Epochs of dense training.")
-flags.DEFINE_integer("finetune_epochs", 3, "Epochs of fine-tuning with pruning, per variant.")
+flags.DEFINE_integer("epochs", 3, "Epochs of dense training.")
+flags.DEFINE_integer("finetune_epochs", 2, "Epochs of fine-tuning with pruning, per variant.")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_integer("train_images", 60000, "Training images used (at most 60000).")
 flags.DEFINE_list("num_threads", ["1", "2"], "LiteRT thread counts to time.")
@@ -57,18 +57,18 @@ def build_cnn():
         x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
         return keras.layers.ReLU(name=f"{name}_relu")(x)
 
-    x = conv_bn(inputs, 32, "stem")
+    x = conv_bn(inputs, 16, "stem")
     x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = conv_bn(x, 64, "conv2")
+    x = conv_bn(x, 32, "conv2")
     shortcut = x
-    x = conv_bn(x, 64, "res_a")
-    x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False, name="res_b")(x)
+    x = conv_bn(x, 32, "res_a")
+    x = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="res_b")(x)
     x = keras.layers.BatchNormalization(name="res_b_bn")(x)
     x = keras.layers.ReLU(name="res_relu")(keras.layers.Add(name="res_add")([x, shortcut]))
     x = keras.layers.MaxPooling2D(name="pool2")(x)
-    x = conv_bn(x, 128, "conv3")
+    x = conv_bn(x, 64, "conv3")
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.Dense(128, activation="relu", name="fc")(x)
+    x = keras.layers.Dense(64, activation="relu", name="fc")(x)
     outputs = keras.layers.Dense(10, name="logits")(x)
     return keras.Model(inputs, outputs, name="fashion_cnn")
 
