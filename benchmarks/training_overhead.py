@@ -58,7 +58,7 @@ flags.DEFINE_integer("num_train", 12800, "Training images per epoch (<= 60000)."
 flags.DEFINE_integer("frequency", 100, "Pruning schedule frequency (steps between mask updates).")
 flags.DEFINE_float("initial_sparsity", 0.5, "PolynomialDecay initial sparsity.")
 flags.DEFINE_float("final_sparsity", 0.8, "PolynomialDecay final sparsity.")
-flags.DEFINE_integer("steps_per_turn", 10, "Training steps a process runs before passing the turn.")
+flags.DEFINE_integer("steps_per_turn", 5, "Training steps a process runs before passing the turn.")
 flags.DEFINE_float("target_ratio", 1.10, "Pass if tfprune wrapped/plain is at most this.")
 flags.DEFINE_list(
     "configs",
