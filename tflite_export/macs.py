@@ -2,11 +2,10 @@
 
 Two counters:
 
-* `count_macs(keras_model)` walks a functional or Sequential Keras 3 model
-  (nested models included) and counts Conv1D/2D/3D (grouped too),
-  Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D, Dense and
-  EinsumDense. Other layers contribute no MACs (activations, pooling and
-  normalisation are cheap next to these and are not multiply-accumulates).
+* `count_macs(keras_model)` is `tfprune.count_macs` (the count channel pruning
+  works with): Conv1D/2D/3D (grouped too), Conv1D/2D/3DTranspose,
+  DepthwiseConv1D/2D, SeparableConv1D/2D, Dense and EinsumDense, nested
+  models and shared layers included. Other layers contribute no MACs.
 * `count_tflite_macs(model)` counts CONV_2D, CONV_3D, DEPTHWISE_CONV_2D,
   TRANSPOSE_CONV, FULLY_CONNECTED and BATCH_MATMUL in a `.tflite` graph; it is
   used for inputs that are not Keras 3 models (SavedModel, tf_keras).
@@ -17,7 +16,6 @@ Bias additions are not counted.
 import math
 
 import numpy as np
-from absl import logging
 
 
 class MacCountError(ValueError):
@@ -28,112 +26,30 @@ def _prod(values):
     return int(math.prod(1 if v is None else int(v) for v in values))
 
 
-def _shapes(tensors):
-    if not isinstance(tensors, (list, tuple)):
-        tensors = [tensors]
-    return [tuple(t.shape) for t in tensors if hasattr(t, "shape")]
-
-
-def _graph_of(model):
-    """Returns the functional graph model (Sequential keeps one inside)."""
-    functional = getattr(model, "_functional", None)
-    if functional is not None:
-        return functional
-    if hasattr(model, "_nodes") and hasattr(model, "_operations"):
-        return model
-    return None
-
-
-def _layer_macs(layer, in_shape, out_shape):
-    """MACs of one call of a layer for one example."""
-    import keras
-
-    layers = keras.layers
-    out_elems = _prod(out_shape[1:])
-    kernel = getattr(layer, "kernel", None)
-    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        dw = tuple(layer.depthwise_kernel.shape)  # kernel_size + (in, multiplier)
-        pw = tuple(layer.pointwise_kernel.shape)  # (1,...,1, in*multiplier, filters)
-        spatial = out_elems // pw[-1]
-        return spatial * _prod(dw) + spatial * pw[-2] * pw[-1]
-    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        kernel_size = tuple(layer.kernel.shape)[:-2]
-        return out_elems * _prod(kernel_size)
-    if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose,
-                          layers.Conv3DTranspose)):
-        # Each input pixel scatters a kernel_size x filters patch per channel.
-        shape = tuple(kernel.shape)  # kernel_size + (filters, in)
-        in_channels = shape[-1]
-        in_spatial = _prod(in_shape[1:]) // in_channels
-        return in_spatial * _prod(shape)
-    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D)):
-        # kernel_size + (in / groups, filters): grouped conv is covered since
-        # each output sees only in/groups channels.
-        return out_elems * _prod(tuple(kernel.shape)[:-1])
-    if isinstance(layer, layers.EinsumDense):
-        inputs, out = layer.equation.split("->")
-        in_letters, kernel_letters = inputs.split(",")
-        sizes = {}
-        shape = (1,) + tuple(in_shape[1:])
-        for letter, size in zip(in_letters[-len(shape):], shape):
-            sizes[letter] = 1 if size is None else int(size)
-        for letter, size in zip(kernel_letters, tuple(layer.kernel.shape)):
-            sizes[letter] = int(size)
-        # Every combination of all indices is one multiply-accumulate.
-        return _prod(sizes.values())
-    if isinstance(layer, layers.Dense):
-        return out_elems * int(kernel.shape[0])
-    return 0
-
-
-
-def _count(model):
-    import keras
-
-    graph = _graph_of(model)
-    if graph is None:
-        raise MacCountError(
-            f"model {model.name!r} is a subclassed model without a layer graph; its MACs "
-            "can only be counted from the converted .tflite (count_tflite_macs)."
-        )
-    total = 0
-    for layer in graph.layers:
-        nodes = [
-            node for i, node in enumerate(layer._inbound_nodes)
-            if f"{id(layer)}_ib-{i}" in graph._nodes
-        ]
-        if isinstance(layer, keras.Model) or _graph_of(layer) is not None:
-            total += _count(layer) * max(1, len(nodes))
-            continue
-        for node in nodes:
-            in_shapes = _shapes(node.input_tensors)
-            out_shapes = _shapes(node.outputs)
-            if not in_shapes or not out_shapes:
-                continue
-            macs = _layer_macs(layer, in_shapes[0], out_shapes[0])
-            if macs == 0 and layer.weights and not isinstance(
-                layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
-                        keras.layers.Embedding, keras.layers.Normalization)
-            ):
-                logging.warning("MACs of layer %r (%s) are not counted.", layer.name,
-                                type(layer).__name__)
-            total += macs
-    return total
-
-
 def count_macs(model):
     """Counts the MACs of one inference of a Keras 3 model (batch size 1).
 
+    The count is `tfprune.count_macs`, the one the channel pruner and `shrink`
+    use, so a report's MACs match what pruning promised.
+
     Args:
-      model: A functional or Sequential Keras 3 model (nested models allowed).
+      model: A functional or Sequential Keras 3 model (nested models allowed)
+        with a fixed input shape.
 
     Returns:
       The number of multiply-accumulates as an int.
 
     Raises:
-      MacCountError: If the model is subclassed (no layer graph).
+      MacCountError: If the model is subclassed (no layer graph) or a layer's
+        shape is not fixed; `count_tflite_macs` counts such models from the
+        converted file.
     """
-    return int(_count(model))
+    import tfprune
+
+    try:
+        return int(tfprune.count_macs(model))
+    except ValueError as e:
+        raise MacCountError(str(e)) from e
 
 
 def count_tflite_macs(model):

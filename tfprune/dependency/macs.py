@@ -22,6 +22,21 @@ def _spatial(tensor, layer):
     return math.prod(dims)
 
 
+def _einsum_macs(layer, tensor):
+    """One MAC per combination of all the equation's indices (batch size 1)."""
+    inputs, _ = layer.equation.split("->")
+    input_letters, kernel_letters = inputs.split(",")
+    shape = (1,) + tuple(tensor.shape)[1:]
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"Layer '{layer.name}' sees a tensor of shape {tensor.shape} with an unknown "
+            "dimension, so its MACs are not defined. Build the model with a fixed input shape."
+        )
+    sizes = dict(zip(input_letters[-len(shape):], shape))
+    sizes.update(zip(kernel_letters, tuple(layer.kernel.shape)))
+    return math.prod(int(size) for size in sizes.values())
+
+
 def site_macs(site):
     """MACs of one call site (0 for layers without a kernel)."""
     import keras
@@ -35,6 +50,8 @@ def site_macs(site):
                             + math.prod(layer.pointwise_kernel.shape))
     if isinstance(layer, layouts.CONV_TRANSPOSE):
         return _spatial(site.inputs[0], layer) * math.prod(layer.kernel.shape)
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_macs(layer, site.inputs[0])
     if isinstance(layer, layouts.DEPTHWISE + layouts.CONV + (keras.layers.Dense,)):
         return _spatial(site.outputs[0], layer) * math.prod(layer.kernel.shape)
     return 0
@@ -47,8 +64,8 @@ def count_macs(model):
       model: A Sequential or functional Keras model with a fixed input shape.
 
     Returns:
-      An int: MACs of convolution, depthwise, separable, transposed and dense
-      layers (each call of a shared layer counts).
+      An int: MACs of convolution, depthwise, separable, transposed, Dense and
+      EinsumDense layers (each call of a shared layer counts).
 
     Raises:
       ValueError: If the model is subclassed or a layer's spatial size is unknown.
