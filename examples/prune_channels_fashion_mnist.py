@@ -28,12 +28,12 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("dense_epochs", 6, "Epochs of dense training.")
-flags.DEFINE_integer("finetune_epochs", 4, "Epochs of fine-tuning with channel pruning.")
+flags.DEFINE_integer("finetune_epochs", 6, "Epochs of fine-tuning with channel pruning.")
 flags.DEFINE_integer("batch_size", 128, "Batch size for both phases.")
 flags.DEFINE_float("learning_rate", 2e-3, "Peak Adam learning rate for dense training (cosine).")
-flags.DEFINE_float("finetune_learning_rate", 5e-4, "Peak Adam learning rate for fine-tuning (cosine).")
+flags.DEFINE_float("finetune_learning_rate", 1e-3, "Peak Adam learning rate for fine-tuning (cosine).")
 flags.DEFINE_float("final_sparsity", 0.5, "Fraction of channels removed per group at the end.")
-flags.DEFINE_float("ramp_fraction", 0.5,
+flags.DEFINE_float("ramp_fraction", 0.34,
                    "Fraction of fine-tuning over which channels are removed; the rest recovers.")
 flags.DEFINE_integer("frequency", 50, "Steps between mask updates.")
 flags.DEFINE_enum("importance", "l2", ["l1", "l2", "bn_scale", "taylor"], "Channel importance.")
@@ -54,7 +54,9 @@ def build_model(keras):
     x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="conv2")(x)
     x = layers.BatchNormalization(name="conv2_bn")(x)
     x = layers.ReLU(name="conv2_relu")(x)
-    # Residual block: block_b's output is added to the block input.
+    x = layers.MaxPooling2D(2, name="pool2")(x)  # 7x7
+    # Residual block: block_b's output is added to the block input, so
+    # conv2, block_b and the Add share one channel group.
     y = layers.Conv2D(64, 3, padding="same", use_bias=False, name="block_a")(x)
     y = layers.BatchNormalization(name="block_a_bn")(y)
     y = layers.ReLU(name="block_a_relu")(y)
@@ -62,7 +64,6 @@ def build_model(keras):
     y = layers.BatchNormalization(name="block_b_bn")(y)
     x = layers.Add(name="residual")([x, y])
     x = layers.ReLU(name="residual_relu")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)  # 7x7
     x = layers.Conv2D(128, 3, padding="same", use_bias=False, name="conv3")(x)
     x = layers.BatchNormalization(name="conv3_bn")(x)
     x = layers.ReLU(name="conv3_relu")(x)
