@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 from tflite_export import _io
 from tflite_export.report import ExportReport, load_report
 
@@ -112,25 +114,35 @@ def plot_reports(reports, output_path, labels=None, num_threads=None):
             "plot_reports needs matplotlib: pip install matplotlib (or tfprune[plot])."
         ) from e
 
+    # Size gets two bars per file: unstructured sparsity leaves the raw
+    # flatbuffer as large as the dense one and only shows after compression.
     panels = [
-        ("Size (KiB)", [r.size_bytes / 1024 for r in reports]),
-        ("Median latency (ms)", [_median(r, num_threads) for r in reports]),
-        ("Top-1 accuracy (%)", [None if _accuracy(r) is None else 100 * _accuracy(r)
-                                for r in reports]),
+        ("Size (KiB)", {"raw": [r.size_bytes / 1024 for r in reports],
+                        "gzip": [r.gzip_size_bytes / 1024 for r in reports]}),
+        ("Median latency (ms)", {None: [_median(r, num_threads) for r in reports]}),
+        ("Top-1 accuracy (%)", {None: [None if _accuracy(r) is None else 100 * _accuracy(r)
+                                       for r in reports]}),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8))
-    for ax, (title, values) in zip(axes, panels):
-        shown = [0.0 if v is None else v for v in values]
-        bars = ax.bar(range(len(reports)), shown, color="tab:blue")
-        for bar, v in zip(bars, values):
-            ax.annotate("n/a" if v is None else f"{v:.3g}",
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+    positions = np.arange(len(reports), dtype=float)
+    for ax, (title, series) in zip(axes, panels):
+        width = 0.8 / len(series)
+        for i, (name, values) in enumerate(series.items()):
+            shown = [0.0 if v is None else v for v in values]
+            offset = (i - (len(series) - 1) / 2) * width
+            bars = ax.bar(positions + offset, shown, width=width, label=name,
+                          color=("tab:blue", "tab:orange")[i % 2])
+            for bar, v in zip(bars, values):
+                ax.annotate("n/a" if v is None else (f"{v:.0f}" if v >= 100 else f"{v:.3g}"),
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
         ax.set_title(title)
-        ax.set_xticks(range(len(reports)))
+        ax.set_xticks(positions)
         ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
         if title.startswith("Top-1"):
-            known = [v for v in values if v is not None]
+            known = [v for v in series[None] if v is not None]
             if known:
                 ax.set_ylim(max(0.0, min(known) - 5), min(100.0, max(known) + 2))
     fig.tight_layout()
