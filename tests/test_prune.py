@@ -180,6 +180,23 @@ LAYER_CASES = [
 ]
 
 
+def test_ignored_layers_keep_their_weights(fashion_small):
+    (x, y), _ = fashion_small
+    original = small_cnn()
+    model = tfprune.prune_low_magnitude(original, tfprune.ConstantSparsity(0.5, 0),
+                                        ignored_layers=["conv1", original.get_layer("logits")])
+    wrapped = sorted(l.name for l in model.layers if isinstance(l, tfprune.PruneLowMagnitude))
+    assert wrapped == ["prune_low_magnitude_conv2"]
+    # Ignored layers are copies with the trained values, not re-initialized.
+    np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
+                                  original.get_layer("conv1").kernel.numpy())
+    model.compile("adam", LOSS)
+    model.fit(x[:256], y[:256], batch_size=64, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    stripped = tfprune.strip_pruning(model)
+    assert mask_math.sparsity_of(stripped.get_layer("conv1").kernel.numpy()) == 0.0
+    assert mask_math.sparsity_of(stripped.get_layer("conv2").kernel.numpy()) == pytest.approx(0.5, abs=0.01)
+
+
 class LayerCoverageTest(parameterized.TestCase):
     @parameterized.named_parameters(*LAYER_CASES)
     def test_every_prunable_layer_reaches_target_and_strips(self, make_layer, shape, dtype):
@@ -297,6 +314,14 @@ class BadInputTest(parameterized.TestCase):
         model.compile("sgd", "mse")
         model.fit(np.ones((4, 8)), np.ones((4, 8)), verbose=0, callbacks=[tfprune.UpdatePruningStep()])
         self.assertEqual(mask_math.sparsity_of(wrapped.layer.kernel.numpy()), 0.5)
+
+    def test_ignored_layers_that_are_not_there_or_not_a_model(self):
+        with self.assertRaisesRegex(ValueError, r"does not have: \['conv9'\].*summary"):
+            tfprune.prune_low_magnitude(small_cnn(), ignored_layers=["conv1", "conv9"])
+        with self.assertRaisesRegex(ValueError, "ignored_layers.*applies when pruning a model"):
+            tfprune.prune_low_magnitude(keras.layers.Dense(2), ignored_layers=["dense"])
+        with self.assertRaisesRegex(ValueError, "layers or layer names.*int"):
+            tfprune.prune_low_magnitude(small_cnn(), ignored_layers=[3])
 
     def test_bad_schedule_type(self):
         with self.assertRaisesRegex(ValueError, "pruning_schedule"):

@@ -25,6 +25,7 @@ from absl import logging
 from tfprune import importance as importance_lib
 from tfprune import schedules as schedules_lib
 from tfprune import surgery
+from tfprune.prune import ignored_layer_names
 from tfprune.dependency import graph as graph_lib
 from tfprune.dependency import layouts
 from tfprune.dependency import trace as trace_lib
@@ -585,7 +586,7 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
             f"{type(wrapped_sites[0].operation).__name__}. Prune channels of the original "
             "model (or shrink/strip it first)."
         )
-    ignored_names = _ignored_names(ignored_layers)
+    ignored_names = ignored_layer_names(ignored_layers)
     to_wrap = {id(layer) for group in graph.prunable_groups for layer, _ in group.layers}
     params = dict(pruning_schedule=pruning_schedule, importance=importance,
                   round_to=round_to, global_pruning=global_pruning,
@@ -608,11 +609,3 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
     if pruning_schedule.should_prune(0):
         pruner.prune_to(pruning_schedule.sparsity(0))
     return wrapped
-
-
-def _ignored_names(ignored_layers):
-    if ignored_layers is None:
-        return []
-    if isinstance(ignored_layers, (str, keras.layers.Layer)):
-        ignored_layers = [ignored_layers]
-    return [x if isinstance(x, str) else x.name for x in ignored_layers]

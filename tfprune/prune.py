@@ -76,6 +76,7 @@ def prune_low_magnitude(
     block_size=(1, 1),
     block_pooling_type="AVG",
     sparsity_m_by_n=None,
+    ignored_layers=None,
     **kwargs,
 ):
     """Wraps layers so that their weights are pruned by magnitude during training.
@@ -97,6 +98,10 @@ def prune_low_magnitude(
       block_pooling_type: `"AVG"` or `"MAX"`.
       sparsity_m_by_n: `(m, n)` to zero m of every n consecutive input-channel
         weights (e.g. `(2, 4)`), or `None`.
+      ignored_layers: Only with a model: layers (or their names, nested
+        models' layers included) that keep all their weights. The first
+        convolution is the usual one: it holds few weights and every later
+        layer depends on them.
       **kwargs: Passed to each `PruneLowMagnitude` wrapper.
 
     Returns:
@@ -105,8 +110,15 @@ def prune_low_magnitude(
 
     Raises:
       ValueError: If `to_prune` is a subclassed model, already wrapped, holds a
-        layer with weights that tfprune cannot prune, or an argument is invalid.
+        layer with weights that tfprune cannot prune, an ignored layer is not
+        in the model, or an argument is invalid.
     """
+    ignored = ignored_layer_names(ignored_layers)
+    if ignored and not isinstance(to_prune, keras.Model):
+        raise ValueError(
+            "`ignored_layers` applies when pruning a model; to prune some layers of a "
+            f"{type(to_prune).__name__}, pass only those. Received: ignored_layers={ignored}"
+        )
     params = dict(
         pruning_schedule=pruning_schedule,
         block_size=block_size,
@@ -122,8 +134,9 @@ def prune_low_magnitude(
                 "Strip the model first (tfprune.strip_pruning) or prune the original."
             )
         if isinstance(layer, keras.Model):
-            return prune_low_magnitude(layer, **params)
-        if prune_registry.passes_through(layer):
+            check_graph_model(layer, "tfprune.prune_low_magnitude")
+            return _clone_graph_model(layer, lambda inner: wrap(inner, copy=True))
+        if prune_registry.passes_through(layer) or layer.name in ignored:
             return copy_layer(layer) if copy else layer
         if not prune_registry.is_prunable(layer):
             raise ValueError(prune_registry.unsupported_layer_message(layer))
@@ -131,6 +144,8 @@ def prune_low_magnitude(
 
     if isinstance(to_prune, keras.Model):
         check_graph_model(to_prune, "tfprune.prune_low_magnitude")
+        if ignored:
+            _check_ignored_exist(to_prune, ignored)
         return _clone_graph_model(to_prune, lambda layer: wrap(layer, copy=True))
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer, copy=False) for layer in to_prune]
@@ -144,6 +159,48 @@ def prune_low_magnitude(
         "`to_prune` must be a keras.Model, a keras layer or a list of layers. "
         f"Received: {type(to_prune).__name__}"
     )
+
+
+def ignored_layer_names(ignored_layers):
+    """Names from `ignored_layers`: a layer, a name, or a list of either (or None).
+
+    Raises:
+      ValueError: On an entry that is neither a layer nor a string.
+    """
+    if ignored_layers is None:
+        return []
+    if isinstance(ignored_layers, (str, keras.layers.Layer)):
+        ignored_layers = [ignored_layers]
+    names = []
+    for entry in ignored_layers:
+        if isinstance(entry, keras.layers.Layer):
+            names.append(entry.name)
+        elif isinstance(entry, str):
+            names.append(entry)
+        else:
+            raise ValueError(
+                "`ignored_layers` must hold layers or layer names. "
+                f"Received an entry of type {type(entry).__name__}: {entry!r}"
+            )
+    return names
+
+
+def _all_layer_names(model):
+    names = set()
+    for layer in model.layers:
+        names.add(layer.name)
+        if isinstance(layer, keras.Model):
+            names |= _all_layer_names(layer)
+    return names
+
+
+def _check_ignored_exist(model, ignored):
+    missing = sorted(set(ignored) - _all_layer_names(model))
+    if missing:
+        raise ValueError(
+            f"`ignored_layers` names layers that model '{model.name}' does not have: "
+            f"{missing}. Check the names with model.summary()."
+        )
 
 
 def strip_layer(layer):
