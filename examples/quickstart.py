@@ -6,7 +6,8 @@ fine-tuning with tfprune callbacks (2 epochs each; combined twice):
   dense float32          the trained model, fine-tuned without pruning as long as
                          the longest variant (no variant trains longer)
   dense int8             the same model, full-integer post-training quantization
-  80% unstructured int8  prune_low_magnitude to 80%, strip, sparse-encoded int8
+  80% unstructured int8  prune_low_magnitude to 80% (global ranking, first conv
+                         kept dense), strip, sparse-encoded int8
   50% channels int8      prune_channels to 50%, shrink to a thinner model, int8
   combined int8          50% channels, shrink, then 70% unstructured, int8
 
@@ -132,15 +133,20 @@ def train_variants(data, epochs, finetune_epochs, batch_size):
     # (where the cosine learning rate decays) recover accuracy at that sparsity.
     ramp = dict(begin_step=0, end_step=max(1, steps // 3), frequency=max(1, steps // 30))
 
+    # Weight pruning leaves the first convolution dense (288 weights that every
+    # later layer reads) and ranks all other weights together: one magnitude
+    # threshold, so the large, redundant Dense layers give up the most.
+    weights = dict(ignored_layers=["stem"], global_pruning=True)
     unstructured = tfprune.prune_low_magnitude(
-        start, tfprune.PolynomialDecay(0.0, 0.8, **ramp))
+        start, tfprune.PolynomialDecay(0.0, 0.8, **ramp), **weights)
     unstructured = tfprune.strip_pruning(fine_tune(unstructured, data, finetune_epochs, batch_size))
 
     channels = tfprune.prune_channels(
         start, tfprune.PolynomialDecay(0.0, 0.5, **ramp), importance="l2", round_to=8)
     channels = tfprune.shrink(fine_tune(channels, data, finetune_epochs, batch_size))
 
-    combined = tfprune.prune_low_magnitude(channels, tfprune.PolynomialDecay(0.0, 0.7, **ramp))
+    combined = tfprune.prune_low_magnitude(
+        channels, tfprune.PolynomialDecay(0.0, 0.7, **ramp), **weights)
     combined = tfprune.strip_pruning(fine_tune(combined, data, finetune_epochs, batch_size))
     variants = {
         "dense float32": (reference, "float32"),

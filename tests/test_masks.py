@@ -26,6 +26,23 @@ def test_magnitude_mask_prunes_exactly_the_rounded_count_of_smallest(weight, spa
         assert pruned.max() <= kept.min()
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    weights=st.lists(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
+                                elements=finite), min_size=1, max_size=4),
+    sparsity=st.floats(0.0, 0.99),
+)
+def test_global_masks_prune_the_rounded_count_of_smallest_across_weights(weights, sparsity):
+    result = masks.global_magnitude_masks(weights, sparsity)
+    assert [m.shape for m in result] == [w.shape for w in weights]
+    total = sum(w.size for w in weights)
+    assert sum(int((m == 0).sum()) for m in result) == masks.num_to_prune(total, sparsity)
+    kept = np.concatenate([np.abs(w)[m == 1] for w, m in zip(weights, result)])
+    pruned = np.concatenate([np.abs(w)[m == 0] for w, m in zip(weights, result)])
+    if kept.size and pruned.size:
+        assert pruned.max() <= kept.min()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 4), cols=st.integers(1, 4), block=st.sampled_from([(1, 2), (2, 1), (2, 2), (4, 1)]),

@@ -197,6 +197,41 @@ def test_ignored_layers_keep_their_weights(fashion_small):
     assert mask_math.sparsity_of(stripped.get_layer("conv2").kernel.numpy()) == pytest.approx(0.5, abs=0.01)
 
 
+def test_global_pruning_meets_the_sparsity_in_total_with_one_threshold(tmp_path, fashion_small):
+    (x, y), _ = fashion_small
+    schedule = tfprune.ConstantSparsity(0.7, begin_step=0, frequency=1000)  # only at step 0
+    model = tfprune.prune_low_magnitude(small_cnn(), schedule, global_pruning=True)
+    before = {w.layer.name: w.layer.kernel.numpy() for w in model.layers
+              if isinstance(w, tfprune.PruneLowMagnitude)}
+    model.compile("sgd", LOSS)
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)  # the masks of step 0, from the weights above
+    pruned = pruned_weights(model)
+    total = sum(m.size for pairs in pruned.values() for _, m in pairs)
+    zeros = sum(int((m == 0).sum()) for pairs in pruned.values() for _, m in pairs)
+    assert zeros == mask_math.num_to_prune(total, 0.7)
+    # One threshold: every pruned magnitude is below every kept one, across layers.
+    kept, dropped = [], []
+    for name, pairs in pruned.items():
+        _, mask = pairs[0]
+        value = np.abs(before[name.removeprefix("prune_low_magnitude_")])
+        kept.append(value[mask == 1])
+        dropped.append(value[mask == 0])
+    assert np.concatenate(dropped).max() <= np.concatenate(kept).min()
+    per_layer = [float((m == 0).mean()) for pairs in pruned.values() for _, m in pairs]
+    assert max(per_layer) - min(per_layer) > 0.05  # layers differ; the total is what is fixed
+    # Training keeps the masks; the option survives saving.
+    model.fit(x[:128], y[:128], batch_size=32, verbose=0, callbacks=[callback])
+    path = tmp_path / "global.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert all(w.global_pruning for w in restored.layers if isinstance(w, tfprune.PruneLowMagnitude))
+    for name, pairs in pruned_weights(restored).items():
+        np.testing.assert_array_equal(pairs[0][1], pruned[name][0][1])
+
+
 class LayerCoverageTest(parameterized.TestCase):
     @parameterized.named_parameters(*LAYER_CASES)
     def test_every_prunable_layer_reaches_target_and_strips(self, make_layer, shape, dtype):
@@ -322,6 +357,11 @@ class BadInputTest(parameterized.TestCase):
             tfprune.prune_low_magnitude(keras.layers.Dense(2), ignored_layers=["dense"])
         with self.assertRaisesRegex(ValueError, "layers or layer names.*int"):
             tfprune.prune_low_magnitude(small_cnn(), ignored_layers=[3])
+
+    def test_global_pruning_with_a_pattern(self):
+        with self.assertRaisesRegex(ValueError, "global_pruning.*block_size=\\(4, 4\\)"):
+            tfprune.prune_low_magnitude(keras.layers.Dense(8), block_size=(4, 4),
+                                        global_pruning=True)
 
     def test_bad_schedule_type(self):
         with self.assertRaisesRegex(ValueError, "pruning_schedule"):

@@ -38,6 +38,30 @@ def keep_top_k(scores, num_keep):
     return mask.reshape(np.shape(scores))
 
 
+def global_magnitude_masks(weights, sparsity):
+    """Masks that zero the smallest magnitudes across several weights at once.
+
+    One threshold for all: exactly `round(sparsity * n)` of the `n` weights in
+    total are zeroed, so weights that matter less overall (typically in large
+    dense layers) give up more than small, crowded ones.
+
+    Args:
+      weights: A list of weight arrays.
+      sparsity: Fraction of all their entries to zero, in [0, 1).
+
+    Returns:
+      A list of float32 0/1 masks, one per weight, shaped like it.
+    """
+    arrays = [np.asarray(w, dtype=np.float32) for w in weights]
+    scores = np.concatenate([np.abs(a).reshape(-1) for a in arrays])
+    flat = keep_top_k(scores, scores.size - num_to_prune(scores.size, sparsity))
+    masks, start = [], 0
+    for a in arrays:
+        masks.append(flat[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return masks
+
+
 def num_to_prune(num_units, sparsity):
     """The number of units zeroed for `sparsity` of `num_units` (rounded)."""
     return int(np.floor(sparsity * num_units + 0.5))

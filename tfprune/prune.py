@@ -76,6 +76,7 @@ def prune_low_magnitude(
     block_size=(1, 1),
     block_pooling_type="AVG",
     sparsity_m_by_n=None,
+    global_pruning=False,
     ignored_layers=None,
     **kwargs,
 ):
@@ -98,6 +99,10 @@ def prune_low_magnitude(
       block_pooling_type: `"AVG"` or `"MAX"`.
       sparsity_m_by_n: `(m, n)` to zero m of every n consecutive input-channel
         weights (e.g. `(2, 4)`), or `None`.
+      global_pruning: Rank the weights of all wrapped layers together (one
+        magnitude threshold), so the schedule's sparsity holds for the model
+        in total and each layer's sparsity follows from its weights: large,
+        redundant layers give up more. Single-weight pruning only.
       ignored_layers: Only with a model: layers (or their names, nested
         models' layers included) that keep all their weights. The first
         convolution is the usual one: it holds few weights and every later
@@ -124,6 +129,7 @@ def prune_low_magnitude(
         block_size=block_size,
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
+        global_pruning=global_pruning,
         **kwargs,
     )
 

@@ -38,6 +38,12 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
       sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: zero `m` of every `n`
         consecutive weights along the input-channel axis (the schedule then
         only says when). `None` for magnitude sparsity.
+      global_pruning: Rank this layer's weights together with those of every
+        other `global_pruning` wrapper in the model that has the same
+        schedule: one magnitude threshold for all of them, so the schedule's
+        sparsity holds for their weights in total while each layer's own
+        sparsity follows from its magnitudes. Needs single-weight pruning
+        (no `block_size` or `sparsity_m_by_n`).
       **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
@@ -52,6 +58,7 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         block_size=(1, 1),
         block_pooling_type="AVG",
         sparsity_m_by_n=None,
+        global_pruning=False,
         **kwargs,
     ):
         if pruning_schedule is None:
@@ -81,6 +88,13 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
             raise ValueError(
                 "Use either `block_size` or `sparsity_m_by_n`, not both. Received: "
                 f"block_size={self.block_size}, sparsity_m_by_n={self.sparsity_m_by_n}"
+            )
+        self.global_pruning = bool(global_pruning)
+        if self.global_pruning and (self.sparsity_m_by_n is not None or self.block_size != (1, 1)):
+            raise ValueError(
+                "`global_pruning=True` ranks single weights across layers; it cannot be "
+                f"combined with block_size={self.block_size} or "
+                f"sparsity_m_by_n={self.sparsity_m_by_n}. Use one or the other."
             )
         if layer.built:
             self._validate_patterns()
@@ -118,7 +132,23 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
 
     @classmethod
     def make_controllers(cls, model, wrappers):
-        return list(wrappers)
+        controllers, shared = [], {}
+        for wrapper in wrappers:
+            if not wrapper.global_pruning:
+                controllers.append(wrapper)
+                continue
+            schedule = wrapper.pruning_schedule
+            key = (type(schedule).__name__, repr(sorted(schedule.get_config().items())))
+            shared.setdefault(key, []).append(wrapper)
+        controllers.extend(GlobalMagnitudeController(group) for group in shared.values())
+        return controllers
+
+    def set_global_masks(self, masks):
+        """Sets masks decided across layers (and the thresholds they imply)."""
+        self.set_masks(masks)
+        for variable, weight, mask in zip(self.thresholds, self.get_masked_weights(), masks):
+            kept = np.abs(np.asarray(weight.numpy()))[np.asarray(mask) > 0]
+            variable.assign(float(kept.min()) if kept.size else 0.0)
 
     def compute_masks(self, sparsity):
         """New masks and thresholds for the current weights at `sparsity`.
@@ -144,6 +174,9 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
     def update(self, step):
         """Recomputes the masks if the schedule says so at `step`.
 
+        This layer alone: with `global_pruning=True`, `UpdatePruningStep`
+        updates the model's global wrappers together instead.
+
         Returns:
           Whether the masks were recomputed.
         """
@@ -167,6 +200,42 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
                 "sparsity_m_by_n": (
                     None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
                 ),
+                "global_pruning": self.global_pruning,
             }
         )
         return config
+
+
+class GlobalMagnitudeController:
+    """Recomputes the masks of several `global_pruning` wrappers together.
+
+    The wrappers share one schedule; whenever it says so, all their prunable
+    weights are ranked by magnitude together (`masks.global_magnitude_masks`).
+
+    Args:
+      wrappers: `PruneLowMagnitude` layers with `global_pruning=True` and
+        equal schedules.
+    """
+
+    def __init__(self, wrappers):
+        self.wrappers = list(wrappers)
+        self.pruning_schedule = self.wrappers[0].pruning_schedule
+
+    def update(self, step):
+        """Recomputes every wrapper's masks if the schedule says so at `step`.
+
+        Returns:
+          Whether the masks were recomputed.
+        """
+        if not self.pruning_schedule.should_prune(step):
+            return False
+        sparsity = self.pruning_schedule.sparsity(step)
+        weights = [w for wrapper in self.wrappers for w in wrapper.get_masked_weights()]
+        masks = mask_math.global_magnitude_masks([w.numpy() for w in weights], sparsity)
+        for wrapper in self.wrappers:
+            count = len(wrapper.get_masked_weights())
+            wrapper.set_global_masks(masks[:count])
+            masks = masks[count:]
+        logging.vlog(1, "global magnitude pruning of %d layers: step %d, sparsity %.4f",
+                     len(self.wrappers), step, sparsity)
+        return True
