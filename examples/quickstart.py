@@ -36,18 +36,19 @@ flags.DEFINE_integer("epochs", 4, "Epochs of dense training.")
 flags.DEFINE_integer("finetune_epochs", 2, "Epochs of fine-tuning with pruning, per variant.")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_integer("train_images", 60000, "Training images used (at most 60000).")
+flags.DEFINE_integer("test_images", 10000, "Test images evaluated (at most 10000).")
 flags.DEFINE_list("num_threads", ["1", "2"], "LiteRT thread counts to time.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def load_data(train_images):
+def load_data(train_images, test_images=10000):
     """Fashion-MNIST as float32 images in [0, 1] with a channel axis."""
     (x_train, y_train), (x_test, y_test) = tfprune.datasets.load_fashion_mnist()
     prep = lambda x: (x[..., None] / 255.0).astype(np.float32)
     return (prep(x_train[:train_images]), y_train[:train_images].astype(np.int32)), (
-        prep(x_test), y_test.astype(np.int32))
+        prep(x_test[:test_images]), y_test[:test_images].astype(np.int32))
 
 
 def build_cnn():
@@ -180,7 +181,7 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     start = time.perf_counter()
-    data = load_data(FLAGS.train_images)
+    data = load_data(FLAGS.train_images, FLAGS.test_images)
     variants, start_model = train_variants(data, FLAGS.epochs, FLAGS.finetune_epochs,
                                            FLAGS.batch_size)
     print(f"Dense model the variants start from: test accuracy "
