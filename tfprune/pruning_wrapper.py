@@ -20,6 +20,12 @@ def _as_pair(value, name):
     return pair
 
 
+def _smallest_kept(value, mask):
+    """The threshold a mask implies: its smallest kept magnitude (0 if none)."""
+    kept = np.abs(np.asarray(value))[np.asarray(mask) > 0]
+    return float(kept.min()) if kept.size else 0.0
+
+
 @keras.saving.register_keras_serializable(package="tfprune")
 class PruneLowMagnitude(MaskedWeightsWrapper):
     """Zeroes the smallest-magnitude weights of a layer, on a schedule.
@@ -147,8 +153,7 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         """Sets masks decided across layers (and the thresholds they imply)."""
         self.set_masks(masks)
         for variable, weight, mask in zip(self.thresholds, self.get_masked_weights(), masks):
-            kept = np.abs(np.asarray(weight.numpy()))[np.asarray(mask) > 0]
-            variable.assign(float(kept.min()) if kept.size else 0.0)
+            variable.assign(_smallest_kept(weight.numpy(), mask))
 
     def compute_masks(self, sparsity):
         """New masks and thresholds for the current weights at `sparsity`.
@@ -166,9 +171,8 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
                 mask = mask_math.magnitude_mask(
                     value, sparsity, self.block_size, self.block_pooling_type
                 )
-            kept = np.abs(value)[mask > 0]
             new_masks.append(mask)
-            thresholds.append(float(kept.min()) if kept.size else 0.0)
+            thresholds.append(_smallest_kept(value, mask))
         return new_masks, thresholds
 
     def update(self, step):
