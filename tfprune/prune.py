@@ -152,7 +152,7 @@ def prune_low_magnitude(
         check_graph_model(to_prune, "tfprune.prune_low_magnitude")
         if ignored:
             _check_ignored_exist(to_prune, ignored)
-        return _clone_graph_model(to_prune, lambda layer: wrap(layer, copy=True))
+        return wrap(to_prune, copy=True)
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer, copy=False) for layer in to_prune]
     if isinstance(to_prune, keras.layers.Layer):
