@@ -32,7 +32,8 @@ import quickstart  # examples/quickstart.py: the Fashion-MNIST pipeline
 import tflite_export
 import tfprune
 
-# --output_dir, --epochs, --finetune_epochs, --batch_size and --num_threads come from quickstart.
+# --output_dir, --epochs, --finetune_epochs, --batch_size, --num_threads and --distill come from
+# quickstart.
 FLAGS = flags.FLAGS
 FLAGS.set_default("output_dir", "out/compression")
 # Twice the quickstart's fine-tuning per step. Measured 2026-11-22: the
@@ -155,7 +156,7 @@ def main(argv):
 
     data = quickstart.load_data(60000)
     variants, start_model = quickstart.train_variants(data, FLAGS.epochs, FLAGS.finetune_epochs,
-                                                      FLAGS.batch_size)
+                                                      FLAGS.batch_size, distill=FLAGS.distill)
     start_accuracy = quickstart.accuracy(start_model, *data[1])
     labels, reports = export_all(variants, FLAGS.output_dir, threads, data[0][0][:500], data[1])
     table = rows(labels, reports, threads)
