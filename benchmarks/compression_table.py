@@ -164,12 +164,14 @@ def main(argv):
     sections.append(markdown("Fashion-MNIST CNN (10,000 test images)", table, threads))
     verdicts += check_targets("Fashion-MNIST CNN", table, threads, with_accuracy=True)
     combined = next(row for row in table if row["variant"] == "combined int8")
+    change = 100 * (combined["accuracy"] - start_accuracy)
     verdicts.append(
         f"- Fashion-MNIST CNN: the dense model every variant starts from ({FLAGS.epochs} epochs) "
         f"scores {100 * start_accuracy:.2f}%; the dense rows are it fine-tuned "
         f"{2 * FLAGS.finetune_epochs} more epochs without pruning, as long as the combined "
-        f"variant (which loses {100 * (start_accuracy - combined['accuracy']):.2f} points "
-        "against the starting model).")
+        f"variant (which {'gains' if change > 0 else 'loses'} {abs(change):.2f} points against "
+        "the starting model)"
+        + (", distilling from the dense rows' model." if FLAGS.distill else "."))
     tflite_export.plot_reports(reports, os.path.join(FLAGS.output_dir, "comparison_fashion.png"),
                                labels=labels, num_threads=threads[0])
 
