@@ -115,10 +115,10 @@ def fine_tune(model, data, epochs, batch_size, learning_rate=1e-3, pruning=True,
     (x, y), _ = data
     trainee = model
     if teacher is not None:
-        # Temperature 4 and 70% of the loss on the teacher: measured on this
-        # CNN (README, "Results"); the usual range is 2-5 and 0.5-0.9. The
-        # KLDivergence instance matters: with the default loss="kl_divergence"
-        # Keras 3.15 compares the scaled logits as if they were probabilities.
+        # Temperature 4 and 70% of the loss on the teacher: common values
+        # (2-5 and 0.5-0.9), not tuned here. The KLDivergence instance
+        # matters: with the default loss="kl_divergence" Keras 3.15 compares
+        # the scaled logits as if they were probabilities.
         trainee = keras.distillation.Distiller(
             teacher=teacher, student=model,
             distillation_losses=keras.distillation.LogitsDistillation(
