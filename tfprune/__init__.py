@@ -6,6 +6,7 @@ Wrap a model (`prune_low_magnitude`, `prune_channels`), train it with the
 """
 
 from tfprune import datasets
+from tfprune import multi_worker
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 from tfprune.prunable_layer import PrunableLayer

@@ -31,12 +31,6 @@ from tfprune.dependency import layouts
 from tfprune.dependency import trace as trace_lib
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 
-_CALLBACK_MISSING = (
-    "Layer '{name}' is being trained with pruning wrappers, but the "
-    "tfprune.UpdatePruningStep() callback is not active. Add it to fit: "
-    "model.fit(..., callbacks=[tfprune.UpdatePruningStep()])."
-)
-
 
 def kept_count(size, sparsity, round_to=1):
     """How many of `size` channels a group keeps at `sparsity`.
@@ -235,10 +229,7 @@ class PruneChannels(MaskedWeightsWrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         if self._norm_mask is None and self.taylor_probe is None:
             return super().call(inputs, *args, training=training, **kwargs)
-        if training is True and self.trainable:
-            if not self._step_callback_active:
-                raise ValueError(_CALLBACK_MISSING.format(name=self.name))
-            self.pruning_step.assign_add(1)
+        self.begin_training_step(training)
         if self._norm_mask is not None:
             outputs = self._masked_layer_norm(inputs)
         else:

@@ -19,6 +19,10 @@ import zipfile
 
 import numpy as np
 
+from tfprune.masked_wrapper import collect_wrappers
+
+_GUARD = "_tfprune_restore_guard"
+
 _CORRUPT_FILE = (
     "Cannot restore the pruned model{model} from '{path}': the file cannot be "
     "read ({error}). It is corrupted or truncated, for example because the process "
@@ -57,8 +61,6 @@ class CheckpointError(ValueError, OSError):
 
 
 def _wrappers(model):
-    from tfprune.callbacks import collect_wrappers  # callbacks imports this module
-
     return [w for w in collect_wrappers(model) if w.built]
 
 
@@ -230,3 +232,80 @@ def load_model(filepath, **kwargs):
         raise CheckpointError(_CORRUPT_FILE.format(error=error, **details)) from error
     validate_restored_masks(model, source=path)
     return model
+
+
+class RestoreGuard:
+    """Checks every `model.load_weights` while training starts.
+
+    `keras.callbacks.BackupAndRestore` restores a backup with
+    `model.load_weights` from its `on_train_begin`, which may run before or
+    after `UpdatePruningStep`'s. The guard replaces the model's
+    `load_weights` (on this model object only) with `load_weights_checked`
+    and remembers the file, until `remove()`.
+
+    Use `RestoreGuard.install(model)`: one guard per model, shared by the
+    callbacks that install it.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.restored_from = None
+        self._original = model.load_weights
+
+    @classmethod
+    def install(cls, model):
+        """The model's guard, installed if it is not already."""
+        guard = model.__dict__.get(_GUARD)
+        if guard is None:
+            guard = cls(model)
+            model.__dict__[_GUARD] = guard
+            model.__dict__["load_weights"] = guard.load_weights
+        guard.restored_from = None
+        return guard
+
+    def load_weights(self, filepath, *args, **kwargs):
+        result = load_weights_checked(self.model, self._original, filepath, *args, **kwargs)
+        self.restored_from = os.fspath(filepath)
+        return result
+
+    def remove(self):
+        """Puts the model's own `load_weights` back."""
+        if self.model.__dict__.get(_GUARD) is self:
+            del self.model.__dict__[_GUARD]
+            if self.model.__dict__.get("load_weights") == self.load_weights:
+                del self.model.__dict__["load_weights"]
+
+
+def check_backup_restored(model, steps_before, restored_from):
+    """Raises if `BackupAndRestore` resumed an epoch without restoring weights.
+
+    Keras's `BackupAndRestore` reads its training metadata (the epoch to
+    resume) and its weights file separately; with the weights file missing
+    it resumes at a later epoch from untrained weights, and pruning would
+    restart from step 0 with no masks.
+
+    Args:
+      model: The model being trained.
+      steps_before: The wrappers' `pruning_step`s when training began
+        (before any restore).
+      restored_from: The file a restore loaded, if any.
+
+    Raises:
+      CheckpointError: Naming the epoch and the remedy.
+    """
+    initial_epoch = getattr(model, "_initial_epoch", None)  # set by BackupAndRestore
+    steps_now = [int(np.asarray(w.pruning_step.numpy())) for w in _wrappers(model)]
+    if (
+        restored_from is None
+        and initial_epoch is not None
+        and steps_before
+        and all(step == -1 for step in steps_before)
+        and steps_now == steps_before
+    ):
+        raise CheckpointError(
+            f"keras.callbacks.BackupAndRestore resumed model '{model.name}' at "
+            f"epoch {initial_epoch} from its training metadata, but "
+            "restored no weights (the backup's weights file is missing), so pruning "
+            "would restart from step 0 with no masks. Remedy: delete the backup "
+            "directory to start training afresh, or put back its latest.weights.h5."
+        )

@@ -8,23 +8,50 @@ its update, so masked weights are exactly zero after every optimizer step
 That keeps training overhead to one multiply per masked weight per step, and
 works the same under `jit_compile=True` and `tf.distribute`.
 
-Masks are decided in Python, between training steps, by a *controller*: the
-`UpdatePruningStep` callback groups the wrappers of a model by class and asks
-the class for its controllers (`make_controllers`). Magnitude pruning makes
-each wrapper its own controller; channel pruning makes one controller for the
-whole model, since channels are coupled across layers.
+Masks are decided at the start of the training step the schedule names,
+before the forward pass, as tfmot decides them. A wrapper whose masks depend
+on its own weights only (magnitude pruning) computes them inside the training
+step (`update_masks_in_step`), so every step counts, however `fit` is
+configured. Masks decided across layers (channel pruning, global magnitude
+pruning) are decided in Python by a *controller*: the `UpdatePruningStep`
+callback groups the wrappers of a model by class and asks the class for its
+controllers (`make_controllers`), and runs them before each batch.
+
+The step itself has one owner, `tfprune.step_counter.StepCounter`, which
+`UpdatePruningStep` attaches to every wrapper when training begins; a
+wrapper trained without it raises the error below.
 """
 
 import keras
 import numpy as np
 
-_CALLBACK_MISSING = (
+CALLBACK_MISSING = (
     "Layer '{name}' is being trained with pruning wrappers, but the "
-    "tfprune.UpdatePruningStep() callback is not active. Add it to fit: "
-    "model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom "
-    "training loop, call its set_model(model) and on_train_begin() first, "
-    "and on_train_batch_begin(step) before each step."
+    "tfprune.UpdatePruningStep() callback is not active. Add it to every fit "
+    "(and train_on_batch) call: model.fit(..., "
+    "callbacks=[tfprune.UpdatePruningStep()]). In a custom training loop, set "
+    "model.optimizer = your_optimizer, then call the callback's "
+    "set_model(model) and on_train_begin() before the first step, and "
+    "on_train_batch_begin(batch) before each step."
 )
+
+
+def collect_wrappers(model):
+    """All pruning wrappers in `model`, nested models included, in layer order."""
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, MaskedWeightsWrapper):
+            found.append(layer)
+            return
+        for child in getattr(layer, "layers", None) or []:
+            visit(child)
+
+    visit(model)
+    return found
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -73,9 +100,16 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
                 "wrapping it again would stack masks. Prune the original model, or "
                 "call tfprune.strip_pruning(model) first."
             )
+        if "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
+            # `Sequential([prune(Conv2D(..., input_shape=...))])`, as in tfmot's
+            # guides: the wrapper is the first layer, so it carries the shape.
+            shape = getattr(layer, "_input_shape_arg", None)
+            if shape is not None:
+                kwargs["input_shape"] = shape
         super().__init__(layer, **kwargs)
         self._masked = []
-        self._step_callback_active = False
+        # Set by UpdatePruningStep for the duration of training.
+        self._step_counter = None
 
     # -- what subclasses provide -------------------------------------------
 
@@ -85,8 +119,20 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
 
     @classmethod
     def make_controllers(cls, model, wrappers):
-        """Objects with `update(step)` that decide the masks of `wrappers`."""
+        """Objects with `update(step)` that decide the masks of `wrappers` in Python.
+
+        `UpdatePruningStep` calls `update(step)` before each batch with the
+        step of that batch. Wrappers that decide their masks inside the
+        training step (`update_masks_in_step`) need no controller.
+        """
         return []
+
+    def update_masks_in_step(self, step):
+        """Updates masks inside the training step, before the forward pass.
+
+        Called from `call` with the step of the batch (an int64 tensor) on
+        every training step. The base class decides nothing here.
+        """
 
     # -- state ---------------------------------------------------------------
 
@@ -169,13 +215,26 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
 
     # -- forward -------------------------------------------------------------
 
-    def call(self, inputs, *args, training=None, **kwargs):
-        if training is True and self.trainable:
-            if not self._step_callback_active:
-                raise ValueError(_CALLBACK_MISSING.format(name=self.name))
-            # Counted in the graph so that steps_per_execution > 1 and resumed
-            # runs keep the same count as the callback's.
-            self.pruning_step.assign_add(1)
+    def begin_training_step(self, training):
+        """Records the step and updates masks, when `training` is on.
+
+        Raises:
+          ValueError: If training without `UpdatePruningStep` (see
+            `CALLBACK_MISSING`).
+        """
+        if not (training is True and self.trainable):
+            return
+        counter = self._step_counter
+        if counter is None:
+            raise ValueError(CALLBACK_MISSING.format(name=self.name))
+        step = counter.current_step()
+        # An assignment, not an increment: a layer called at several sites of
+        # one step, or a model called twice in one step, records one step.
+        self.pruning_step.assign(step)
+        self.update_masks_in_step(step)
+
+    def call(self, *args, training=None, **kwargs):
+        self.begin_training_step(training)
         if self.layer._call_has_training_arg:
             kwargs["training"] = training
-        return self.layer(inputs, *args, **kwargs)
+        return self.layer(*args, **kwargs)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfprune import graph_updates
 from tfprune import masks as mask_math
 from tfprune import prune_registry
 from tfprune import schedules as schedules_lib
@@ -138,16 +139,15 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
 
     @classmethod
     def make_controllers(cls, model, wrappers):
-        controllers, shared = [], {}
+        # Per-layer masks are computed inside the training step
+        # (update_masks_in_step); global ones need every layer's weights.
+        shared = {}
         for wrapper in wrappers:
-            if not wrapper.global_pruning:
-                controllers.append(wrapper)
-                continue
-            schedule = wrapper.pruning_schedule
-            key = (type(schedule).__name__, repr(sorted(schedule.get_config().items())))
-            shared.setdefault(key, []).append(wrapper)
-        controllers.extend(GlobalMagnitudeController(group) for group in shared.values())
-        return controllers
+            if wrapper.global_pruning:
+                schedule = wrapper.pruning_schedule
+                key = (type(schedule).__name__, repr(sorted(schedule.get_config().items())))
+                shared.setdefault(key, []).append(wrapper)
+        return [GlobalMagnitudeController(group) for group in shared.values()]
 
     def set_global_masks(self, masks):
         """Sets masks decided across layers (and the thresholds they imply)."""
@@ -155,44 +155,53 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         for variable, weight, mask in zip(self.thresholds, self.get_masked_weights(), masks):
             variable.assign(_smallest_kept(weight.numpy(), mask))
 
-    def compute_masks(self, sparsity):
-        """New masks and thresholds for the current weights at `sparsity`.
+    def _due(self, step):
+        """Whether masks are recomputed at `step` (a tensor)."""
+        if self.sparsity_m_by_n is not None:
+            # As tfmot: an N:M pattern is chosen once, at the first step.
+            return keras.ops.equal(step, 1)
+        return self.pruning_schedule.should_prune(step)
 
-        Returns:
-          `(masks, thresholds)`: one 0/1 array and one float per weight. The
-          threshold is the smallest kept magnitude (or block score).
-        """
-        new_masks, thresholds = [], []
-        for weight, axis in prune_registry.prunable_weights(self.layer):
-            value = np.asarray(weight.numpy(), dtype=np.float32)
-            if self.sparsity_m_by_n is not None:
-                mask = mask_math.m_by_n_mask(value, self.sparsity_m_by_n, axis)
-            else:
-                mask = mask_math.magnitude_mask(
-                    value, sparsity, self.block_size, self.block_pooling_type
-                )
-            new_masks.append(mask)
-            thresholds.append(_smallest_kept(value, mask))
-        return new_masks, thresholds
-
-    def update(self, step):
-        """Recomputes the masks if the schedule says so at `step`.
-
-        This layer alone: with `global_pruning=True`, `UpdatePruningStep`
-        updates the model's global wrappers together instead.
-
-        Returns:
-          Whether the masks were recomputed.
-        """
-        if not self.pruning_schedule.should_prune(step):
-            return False
+    def _new_masks(self, step):
+        """`[(mask, threshold)]` for the current weights at `step` (tensors)."""
         sparsity = self.pruning_schedule.sparsity(step)
-        new_masks, thresholds = self.compute_masks(sparsity)
-        self.set_masks(new_masks)
-        for variable, value in zip(self.thresholds, thresholds):
-            variable.assign(value)
-        logging.vlog(1, "%s: step %d, sparsity %.4f", self.name, step, sparsity)
-        return True
+        results = []
+        for (weight, _), threshold, (_, axis) in zip(
+            self.masked_weights, self.thresholds, prune_registry.prunable_weights(self.layer)
+        ):
+            if self.sparsity_m_by_n is not None:
+                mask = mask_math.m_by_n_mask_ops(weight.value, self.sparsity_m_by_n, axis)
+                results.append((mask, threshold.value))
+            else:
+                results.append(
+                    mask_math.magnitude_mask_ops(
+                        weight.value, sparsity, self.block_size, self.block_pooling_type
+                    )
+                )
+        return results
+
+    def update_masks_in_step(self, step):
+        """Recomputes the masks when the schedule names `step`, inside the step.
+
+        tfmot's rule, step for step: before the forward pass of the batch
+        whose step the schedule selects, each prunable weight's mask becomes
+        the top magnitudes for the schedule's sparsity, and the weights it
+        removes are zeroed. (With `global_pruning=True`, the model's
+        `GlobalMagnitudeController` decides instead.)
+        """
+        if self.global_pruning or not self.masked_weights:
+            return
+        targets = []
+        for (weight, mask), threshold in zip(self.masked_weights, self.thresholds):
+            targets.extend([mask, threshold, weight])
+        graph_updates.assign_if(self._due(step), self._updated_values, targets, step)
+
+    def _updated_values(self, step):
+        values = []
+        for (weight, _), (mask, threshold) in zip(self.masked_weights, self._new_masks(step)):
+            mask = keras.ops.cast(mask, weight.dtype)
+            values.extend([mask, keras.ops.cast(threshold, "float32"), weight.value * mask])
+        return values
 
     def get_config(self):
         config = super().get_config()

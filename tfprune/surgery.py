@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from keras import tree
 
-from tfprune.callbacks import collect_wrappers
+from tfprune.masked_wrapper import collect_wrappers
 from tfprune.dependency import graph as graph_lib
 from tfprune.dependency import layouts
 from tfprune.dependency import trace as trace_lib
