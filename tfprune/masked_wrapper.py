@@ -100,13 +100,14 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
                 "wrapping it again would stack masks. Prune the original model, or "
                 "call tfprune.strip_pruning(model) first."
             )
-        if "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
+        super().__init__(layer, **kwargs)
+        if getattr(self, "_input_shape_arg", None) is None:
             # `Sequential([prune(Conv2D(..., input_shape=...))])`, as in tfmot's
-            # guides: the wrapper is the first layer, so it carries the shape.
+            # guides: the wrapper is the first layer, so it carries the shape
+            # that Sequential reads to build the model.
             shape = getattr(layer, "_input_shape_arg", None)
             if shape is not None:
-                kwargs["input_shape"] = shape
-        super().__init__(layer, **kwargs)
+                self._input_shape_arg = shape
         self._masked = []
         # Set by UpdatePruningStep for the duration of training.
         self._step_counter = None
@@ -135,6 +136,16 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         """
 
     # -- state ---------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        if not self.layer.built:
+            # Let the layer build itself from its own call: Keras builds a
+            # wrapper from its first input's shape only, which is not enough
+            # for layers called with several inputs or keyword arguments
+            # (`MultiHeadAttention(query=..., value=...)`).
+            inner_kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+            self.layer(*args, **inner_kwargs)
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
         if not self.layer.built:
