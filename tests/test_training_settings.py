@@ -17,22 +17,13 @@ import pytest
 import tensorflow as tf
 
 import tfprune
+from pruning_oracle import expected_zeros
 
 # Updates at steps 2, 5, 8, 11, 14; 4 steps per epoch of 64 images.
 SCHEDULE = tfprune.PolynomialDecay(0.1, 0.75, begin_step=2, end_step=14, power=3, frequency=3)
 BATCH = 16
 IMAGES = 64
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def expected_zeros(size, schedule, steps):
-    """tfmot's count (an independent oracle): keep max(round(n * (1 - s)), 1) in float32."""
-    due = [s for s in range(1, steps + 1) if schedule.should_prune(s)]
-    if not due:
-        return 0
-    sparsity = np.float32(schedule.sparsity(due[-1]))
-    keep = max(float(np.round(np.float32(size) * (np.float32(1.0) - sparsity))), 1.0)
-    return size - int(keep)
 
 
 def tiny_cnn(shared=False):

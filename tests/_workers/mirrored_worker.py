@@ -52,23 +52,21 @@ def train(strategy, kind):
                     seen["problems"].append(f"{where}: masked weight of {weight.path} nonzero")
 
     class Check(keras.callbacks.Callback):
-        """After UpdatePruningStep in the list."""
+        """After each batch: masks changed at its step (before its forward pass)?"""
 
         last = None
 
-        def on_train_batch_begin(self, batch, logs=None):
+        def on_train_batch_end(self, batch, logs=None):
             current = shared.digest([mask.numpy() for _, mask in pairs])
             if current != self.last:
                 self.last = current
                 seen["updates"].append(int(wrappers[0].pruning_step.numpy()))
                 compare(f"after the mask update at batch {batch}")
-
-        def on_train_batch_end(self, batch, logs=None):
             compare(f"after the optimizer step of batch {batch}")
 
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[tfprune.UpdatePruningStep(), Check()])
-    seen["expected_updates"] = [s for s in range(STEPS) if schedule.should_prune(s)]
+    seen["expected_updates"] = [s for s in range(1, STEPS + 1) if schedule.should_prune(s)]
     seen["pruning_steps"] = sorted({int(w.pruning_step.numpy()) for w in wrappers})
     seen["sparsity"] = {weight.path: float(np.mean(weight.numpy() == 0)) for weight, _ in pairs}
     return seen

@@ -46,18 +46,16 @@ def train(strategy, kind, index, out_dir):
         return [mask.numpy() for _, mask in pairs]
 
     class Record(keras.callbacks.Callback):
-        """After UpdatePruningStep in the list: sees each batch's masks once they are set."""
+        """After each batch: the step at which masks changed (before its forward pass)."""
 
         last = None
 
-        def on_train_batch_begin(self, batch, logs=None):
+        def on_train_batch_end(self, batch, logs=None):
             current = shared.digest(masks())
             if current != self.last:
                 self.last = current
                 step = int(wrappers[0].pruning_step.numpy())
                 updates.append([step, current, shared.digest([v.numpy() for v in model.weights])])
-
-        def on_train_batch_end(self, batch, logs=None):
             for weight, mask in pairs:
                 w = weight.numpy()
                 if np.any(w[shared.removed(w, mask.numpy())] != 0):
@@ -87,6 +85,9 @@ def train(strategy, kind, index, out_dir):
 
 def main(out_dir, kinds):
     tf.config.threading.set_intra_op_parallelism_threads(1)
+    import tfprune
+
+    tfprune.multi_worker.enable_multi_worker_fit()  # Keras 3 fit under MultiWorkerMirroredStrategy
     # The strategy must exist before any other TensorFlow op runs.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     index = int(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
