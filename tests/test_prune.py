@@ -305,9 +305,10 @@ class BadInputTest(parameterized.TestCase):
         wrapped = tfprune.prune_low_magnitude(keras.layers.Dense(4, name="twice"))
         with self.assertRaisesRegex(ValueError, "twice.*already wrapped"):
             tfprune.prune_low_magnitude(wrapped)
+        # In a model, wrapped layers are kept as they are (as tfmot); see test_prune_inputs.
         model = tfprune.prune_low_magnitude(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
-        with self.assertRaisesRegex(ValueError, "already wrapped"):
-            tfprune.prune_low_magnitude(model)
+        again = tfprune.prune_low_magnitude(model)
+        self.assertEqual([type(l) for l in again.layers], [tfprune.PruneLowMagnitude])
 
     def test_subclassed_model(self):
         class Net(keras.Model):
