@@ -137,13 +137,15 @@ def prune_low_magnitude(
         weights are copied; the original is left untouched); layers without
         weights and normalization layers stay unwrapped, with their names.
         Layers that are already wrapped (in a model or a list) are kept as
-        they are, with their own settings.
+        they are, with their own settings. To choose the layers yourself,
+        use `ignored_layers`, a `pruning_policy`, or this function in the
+        `clone_function` of `keras.models.clone_model`.
       pruning_schedule: A `tfprune.PruningSchedule`; default
         `ConstantSparsity(0.5, begin_step=0)`.
       block_size: `(rows, cols)` of the blocks pruned together.
       block_pooling_type: `"AVG"` or `"MAX"`.
-      pruning_policy: Only with a model: a `tfprune.pruning_policy.
-        PruningPolicy` that first checks the model
+      pruning_policy: Only with a model: a `PruningPolicy` (from
+        `tfprune.pruning_policy`) that first checks the model
         (`ensure_model_supports_pruning`) and then picks the layers to wrap
         (`allow_pruning`), e.g. `PruneForLatencyOnXNNPack()`. Layers it does
         not allow stay dense and unwrapped.
