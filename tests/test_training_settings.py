@@ -221,3 +221,22 @@ def test_mirrored_strategy(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=600, env=env)
     assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["channels", "global"])
+def test_masks_decided_across_layers_refuse_steps_per_execution(data, kind):
+    if kind == "channels":
+        model = tfprune.prune_channels(tiny_cnn(), SCHEDULE)
+    else:
+        model = tfprune.prune_low_magnitude(tiny_cnn(), SCHEDULE, global_pruning=True)
+    model.compile(keras.optimizers.Adam(1e-3), LOSS, steps_per_execution=3)
+    with pytest.raises(ValueError, match=r"steps_per_execution=3.*steps_per_execution=1"):
+        fit(model, data, epochs=1)
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    fit(model, data, epochs=4)
+    if kind == "global":
+        total = sum(m.numpy().size for w in tfprune.callbacks.collect_wrappers(model)
+                    for _, m in w.masked_weights)
+        zeros = sum(int((m.numpy() == 0).sum()) for w in tfprune.callbacks.collect_wrappers(model)
+                    for _, m in w.masked_weights)
+        assert zeros == expected_zeros(total, SCHEDULE, 16)

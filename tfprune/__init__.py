@@ -7,10 +7,12 @@ Wrap a model (`prune_low_magnitude`, `prune_channels`), train it with the
 
 from tfprune import datasets
 from tfprune import multi_worker
+from tfprune import pruning_policy
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 from tfprune.prunable_layer import PrunableLayer
-from tfprune.prune import prune_low_magnitude, strip_pruning
+from tfprune.prune import prune_low_magnitude, prune_scope, strip_pruning
+from tfprune.pruning_policy import PruneForLatencyOnXNNPack, PruningPolicy
 from tfprune.pruning_wrapper import PruneLowMagnitude
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
