@@ -205,7 +205,7 @@ def test_tfmot_config_with_numpy_steps_deserializes():
 
 
 def test_unknown_forms_are_clear_errors():
-    with pytest.raises(ValueError, match="pruning schedule.*'class_name': 'PolynomialDecay'"):
+    with pytest.raises(ValueError, match="pruning_schedule.*'initial_sparsity'.*'class_name'"):
         schedules.deserialize({"initial_sparsity": 0.5})
-    with pytest.raises(ValueError, match="pruning schedule"):
-        schedules.deserialize("PolynomialDecay")
+    with pytest.raises(ValueError, match="pruning_schedule.*Received: 0.5"):
+        schedules.deserialize(0.5)

@@ -19,7 +19,8 @@ Each rule has one implementation, in `keras.ops` (the `*_ops` functions):
 graph-safe (static shapes only, so it runs inside a compiled train step,
 XLA included) and usable eagerly on NumPy input. The NumPy entry points
 (`magnitude_mask`, `m_by_n_mask`, `global_magnitude_masks`, `num_to_prune`,
-`keep_top_k`) call them and return NumPy arrays. Weights are assumed finite.
+`keep_top_k`) call them and return NumPy arrays. Weights are assumed finite
+(tfmot's handling of NaN is not reproduced).
 
 This module holds no layers or wrappers.
 """
@@ -29,6 +30,9 @@ import numpy as np
 from keras import ops
 
 _POOLING_TYPES = ("AVG", "MAX")
+
+# What tfmot stores as the threshold of an m-by-n mask ("some number").
+M_BY_N_THRESHOLD = 999.0
 
 
 def _float_tensor(value):
@@ -140,9 +144,11 @@ def _pool_rows(matrix, size, pooling):
 def validate_block_size(weight_shape, block_size, name="weight"):
     """Checks that block pruning with `block_size` applies to a weight.
 
-    As in tfmot, blocks tile the weight with its size-1 axes dropped, which
-    must leave a matrix; a block that does not divide a dimension is allowed
-    (the last block row or column is partial).
+    As in tfmot's mask math, blocks tile the weight with its size-1 axes
+    dropped, which must leave a matrix; a block that does not divide a
+    dimension is allowed (the last block row or column is partial). tfmot's
+    `Pruning` also refuses a weight whose own rank is not 2, such as a 1x1
+    convolution kernel `(1, 1, in, out)`; this accepts it.
 
     Args:
       weight_shape: The weight's shape.
@@ -202,7 +208,8 @@ def magnitude_mask_ops(
     threshold is a block score), and block `(i, j)` decides entries
     `[i * rows_per_block, (i + 1) * rows_per_block)` x `[j * cols_per_block,
     ...)` (unshifted), the last ones cut at the weight's edge. Unlike tfmot,
-    a block as large as a dimension (one block row or column) works.
+    which fails there, a block as large as a dimension (one block row or
+    column) works.
 
     Graph-safe: inside a `tf.function`, XLA included, the values are the
     same as eagerly.
@@ -320,14 +327,14 @@ def m_by_n_mask_ops(weight, m_by_n=(2, 4), axis=None, name="weight"):
     entry winning a tie. When `n` does not divide the axis, tfmot pads each
     line with zeros to whole groups, so the last group of `r < n` entries
     keeps its `min(r, n - m)` largest. tfmot's threshold for this mode is
-    the constant 999.0.
+    the constant `M_BY_N_THRESHOLD` (999.0).
 
     tfmot computes m-by-n masks once only, at step 1
     (`Pruning.conditional_mask_update` asks `step == 1`, not the schedule);
     the schedule's sparsity plays no part.
 
-    Graph-safe: every group is ranked by pairwise comparison, with static
-    shapes.
+    Graph-safe: every group is ranked by comparing its entries pairwise,
+    with static shapes.
 
     Args:
       weight: The weight: a tensor or NumPy array with a static shape.
@@ -352,13 +359,16 @@ def m_by_n_mask_ops(weight, m_by_n=(2, 4), axis=None, name="weight"):
     num_groups = -(-length // group)
     padded = ops.pad(lines, [[0, 0], [0, num_groups * group - length]])
     groups = ops.reshape(padded, (-1, num_groups, group))
-    # beats[..., i, j]: entry i of a group outranks entry j.
-    left, right = ops.expand_dims(groups, -1), ops.expand_dims(groups, -2)
-    earlier = np.arange(group)[:, None] < np.arange(group)[None, :]
-    beats = ops.logical_or(
-        ops.greater(left, right), ops.logical_and(ops.equal(left, right), earlier)
-    )
-    outranked_by = ops.sum(ops.cast(beats, "int32"), axis=-2)
+    # How many entries of its group outrank each entry: entry i outranks
+    # entry j if it is larger, or equal and earlier (tfmot's `top_k` order).
+    outranked_by = ops.zeros(tuple(groups.shape), dtype="int32")
+    for i in range(group):
+        entry = groups[..., i : i + 1]
+        beats = ops.logical_or(
+            ops.greater(entry, groups),
+            ops.logical_and(ops.equal(entry, groups), np.arange(group) > i),
+        )
+        outranked_by = ops.add(outranked_by, ops.cast(beats, "int32"))
     keep = ops.less(outranked_by, group - zeros)
     keep = ops.reshape(keep, (-1, num_groups * group))[:, :length]
     keep = ops.moveaxis(ops.reshape(keep, tuple(moved.shape)), -1, axis)

@@ -413,8 +413,8 @@ def deserialize(config, custom_objects=None):
         if isinstance(schedule, PruningSchedule):
             return schedule
     raise ValueError(
-        "Could not build a pruning schedule from "
-        f"{config!r}. Pass a tfprune.PruningSchedule, the output of "
+        "`pruning_schedule` must be a pruning schedule or a serialized one. "
+        f"Received: {config!r}. Pass a tfprune.PruningSchedule, the output of "
         "tfprune.schedules.serialize or keras.saving.serialize_keras_object, or "
         "{'class_name': 'PolynomialDecay', 'config': {...}} (register custom "
         "schedules with keras.saving.register_keras_serializable)."
