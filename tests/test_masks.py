@@ -146,10 +146,27 @@ def test_counts_round_half_to_even_in_float32():
     np.testing.assert_array_equal(masks.magnitude_mask(weight, 0.5), [0, 0, 0, 1, 1])
 
 
+def test_kept_counts_are_float32_round_half_to_even_in_every_mode():
+    sizes = np.array([1, 2, 5, 7, 10, 40, 99, 1000, 4097, 2**24 + 3], np.float32)
+    # Sparsities at and one ulp around every half-unit boundary of these sizes.
+    boundaries = np.concatenate([(np.arange(0, n, 0.5) / n) for n in [2, 5, 7, 10, 40, 99]])
+    exact = boundaries.astype(np.float32)
+    sparsity = np.concatenate([exact, np.nextafter(exact, 1), np.nextafter(exact, 0)])
+    sparsity = sparsity[(sparsity >= 0) & (sparsity < 1)].astype(np.float32)
+    expected = {int(n): np.maximum(np.round(n * (np.float32(1) - sparsity)), 1).astype(np.int32)
+                for n in sizes}
+    compiled = tf.function(masks.num_to_keep_ops, jit_compile=True)
+    for n, kept in expected.items():
+        np.testing.assert_array_equal(masks.num_to_keep_ops(n, sparsity), kept)
+        np.testing.assert_array_equal(compiled(n, tf.constant(sparsity)), kept)
+    assert masks.num_to_prune(0, 0.5) == 0
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_compiled_masks_equal_eager_masks(jit_compile):
     rng = np.random.default_rng(2)
     weight = rng.normal(size=(37, 23)).astype(np.float32)
+    weight[::3] = np.round(weight[::3], 1)  # Ties, among them zeros.
     conv = rng.normal(size=(3, 3, 10, 6)).astype(np.float32)
     cases = [((1, 1), "AVG"), ((16, 3), "AVG"), ((5, 8), "AVG"), ((4, 4), "MAX")]
 
