@@ -14,8 +14,9 @@ schedules, in two forms:
 - On a tensor step (e.g. the pruning step variable inside a compiled train
   step, `tf.function(jit_compile=True)` included), both are backend tensors
   (bool and float32) built with `keras.ops`. They hold the same values as
-  the first form: the graph is written so that neither Grappler nor XLA can
-  change its float32 arithmetic (see `PolynomialDecay`). tfmot's own graph is
+  the first form: the graph is written so that the rewrites of Grappler and
+  XLA leave its float32 arithmetic as written (see `PolynomialDecay`; tested
+  eagerly, in `tf.function` and under XLA). tfmot's own graph is
   not protected that way: traced in a `tf.function` it can drift from its
   eager value by one float32 ulp at some steps (Grappler turns the division
   by `end_step - begin_step` into a multiplication by its reciprocal and
