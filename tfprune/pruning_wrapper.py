@@ -21,10 +21,9 @@ def _as_pair(value, name):
     return pair
 
 
-def _smallest_kept(value, mask):
-    """The threshold a mask implies: its smallest kept magnitude (0 if none)."""
-    kept = np.abs(np.asarray(value))[np.asarray(mask) > 0]
-    return float(kept.min()) if kept.size else 0.0
+def _m_by_n_axis(weight, input_axis):
+    """tfmot's N:M layout for rank-2 and rank-4 kernels; the input axis for others."""
+    return None if len(weight.shape) in (2, 4) else input_axis
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -39,12 +38,16 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
       layer: The layer to prune (see `tfprune.prune_low_magnitude` for the
         supported types).
       pruning_schedule: A `tfprune.PruningSchedule`.
-      block_size: `(rows, cols)`: prune whole blocks of the weight's matrix
-        view (`(prod(shape[:-1]), shape[-1])`). `(1, 1)` prunes single weights.
+      block_size: `(rows, cols)`: prune whole blocks of a weight that is a
+        matrix once its size-1 axes are dropped (as tfmot: Dense kernels, 1x1
+        convolutions); blocks that do not fit at the edge are padded, as
+        tfmot pads them. `(1, 1)` prunes single weights (any layer).
       block_pooling_type: `"AVG"` or `"MAX"`: how a block is scored.
       sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: zero `m` of every `n`
-        consecutive weights along the input-channel axis (the schedule then
-        only says when). `None` for magnitude sparsity.
+        consecutive weights along the input-channel axis, with tfmot's layout
+        (a shorter last group keeps its largest `min(r, n - m)`). As in
+        tfmot, the pattern is chosen once, at step 1; the schedule is not
+        consulted. `None` for magnitude sparsity.
       global_pruning: Rank this layer's weights together with those of every
         other `global_pruning` wrapper in the model that has the same
         schedule: one magnitude threshold for all of them, so the schedule's
@@ -55,7 +58,7 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
 
     Raises:
       ValueError: On an unsupported layer or out-of-range argument, or (when
-        built) a block size or `n` that does not divide the weight.
+        built) block pruning of a weight that is not a matrix.
     """
 
     def __init__(
@@ -110,7 +113,9 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         for weight, axis in prune_registry.prunable_weights(self.layer):
             name = f"'{weight.path}' of layer '{self.layer.name}'"
             if self.sparsity_m_by_n is not None:
-                mask_math.validate_m_by_n(tuple(weight.shape), self.sparsity_m_by_n, axis, name)
+                mask_math.validate_m_by_n(
+                    tuple(weight.shape), self.sparsity_m_by_n, _m_by_n_axis(weight, axis), name
+                )
             elif self.block_size != (1, 1):
                 mask_math.validate_block_size(tuple(weight.shape), self.block_size, name)
 
@@ -149,11 +154,11 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
                 shared.setdefault(key, []).append(wrapper)
         return [GlobalMagnitudeController(group) for group in shared.values()]
 
-    def set_global_masks(self, masks):
-        """Sets masks decided across layers (and the thresholds they imply)."""
+    def set_global_masks(self, masks, threshold):
+        """Sets masks decided across layers, and the one threshold they share."""
         self.set_masks(masks)
-        for variable, weight, mask in zip(self.thresholds, self.get_masked_weights(), masks):
-            variable.assign(_smallest_kept(weight.numpy(), mask))
+        for variable in self.thresholds:
+            variable.assign(threshold)
 
     def _due(self, step):
         """Whether masks are recomputed at `step` (a tensor)."""
@@ -170,8 +175,10 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
             self.masked_weights, self.thresholds, prune_registry.prunable_weights(self.layer)
         ):
             if self.sparsity_m_by_n is not None:
-                mask = mask_math.m_by_n_mask_ops(weight.value, self.sparsity_m_by_n, axis)
-                results.append((mask, threshold.value))
+                mask = mask_math.m_by_n_mask_ops(
+                    weight.value, self.sparsity_m_by_n, _m_by_n_axis(weight, axis)
+                )
+                results.append((mask, mask_math.M_BY_N_THRESHOLD))
             else:
                 results.append(
                     mask_math.magnitude_mask_ops(
@@ -223,7 +230,7 @@ class GlobalMagnitudeController:
     """Recomputes the masks of several `global_pruning` wrappers together.
 
     The wrappers share one schedule; whenever it says so, all their prunable
-    weights are ranked by magnitude together (`masks.global_magnitude_masks`).
+    weights are ranked by magnitude together (`masks.global_magnitude_masks_ops`).
 
     Args:
       wrappers: `PruneLowMagnitude` layers with `global_pruning=True` and
@@ -244,10 +251,14 @@ class GlobalMagnitudeController:
             return False
         sparsity = self.pruning_schedule.sparsity(step)
         weights = [w for wrapper in self.wrappers for w in wrapper.get_masked_weights()]
-        masks = mask_math.global_magnitude_masks([w.numpy() for w in weights], sparsity)
+        masks, threshold = mask_math.global_magnitude_masks_ops(
+            [w.numpy() for w in weights], sparsity
+        )
+        masks = [keras.ops.convert_to_numpy(m) for m in masks]
+        threshold = float(keras.ops.convert_to_numpy(threshold))
         for wrapper in self.wrappers:
             count = len(wrapper.get_masked_weights())
-            wrapper.set_global_masks(masks[:count])
+            wrapper.set_global_masks(masks[:count], threshold)
             masks = masks[count:]
         logging.vlog(1, "global magnitude pruning of %d layers: step %d, sparsity %.4f",
                      len(self.wrappers), step, sparsity)
