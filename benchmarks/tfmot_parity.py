@@ -155,7 +155,8 @@ class Case:
 
     Attributes:
       build: An architecture function above.
-      schedule: `(class name, kwargs)`, the same for tfmot and tfprune.
+      schedule: `(class name, ((argument, value), ...))`, the same for tfmot
+        and tfprune.
       prune: Extra `prune_low_magnitude` arguments (block_size, sparsity_m_by_n).
       learning_rate: 0.0 freezes the weights (SGD); otherwise Adam.
       mode: How masks are compared: "frozen" (every batch); "copied"
@@ -169,6 +170,8 @@ class Case:
         (Fashion-MNIST images and labels).
       steps_per_execution: tfprune's; tfmot always runs one step per call,
         and batches are compared where tfprune's executions end.
+      jit_compile: tfprune's (XLA); tfmot runs without.
+      fits: `fit` calls one after the other, of `epochs` epochs each.
       weights: "init" (the Keras 3 initializers) or "ties" (kernels rounded
         to multiples of 0.1, some exactly 0: many equal magnitudes).
     """
@@ -183,38 +186,44 @@ class Case:
     batch_size: int = 8
     epochs: int = 1
     steps_per_execution: int = 1
+    jit_compile: bool = False
+    fits: int = 1
     weights: str = "init"
     seed: int = 0
 
     @property
     def description(self):
         name, kwargs = self.schedule
-        args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        args = ", ".join(f"{k}={v}" for k, v in kwargs)
         extra = "".join(f", {k}={v}" for k, v in self.prune)
         return f"{name}({args}){extra}"
 
 
 def _poly(initial, final, begin, end, frequency, power=3):
-    return ("PolynomialDecay", dict(initial_sparsity=initial, final_sparsity=final,
-                                    begin_step=begin, end_step=end, power=power,
-                                    frequency=frequency))
+    return ("PolynomialDecay", (("initial_sparsity", initial), ("final_sparsity", final),
+                                ("begin_step", begin), ("end_step", end), ("power", power),
+                                ("frequency", frequency)))
 
 
 def _constant(target, begin, end=-1, frequency=100):
-    return ("ConstantSparsity", dict(target_sparsity=target, begin_step=begin,
-                                     end_step=end, frequency=frequency))
+    return ("ConstantSparsity", (("target_sparsity", target), ("begin_step", begin),
+                                 ("end_step", end), ("frequency", frequency)))
 
 
 CASES = {
     # tfmot: sparsity 0.2, 0.4875, 0.5875, 0.6 after batches 1-4 (80-weight kernel).
     "poly_every_step": Case(dense_net, _poly(0.2, 0.6, 1, 4, 1)),
-    "poly_long": Case(wide_dense_net, _poly(0.0, 0.9, 0, 23, 1), examples=192),
+    # Two fit calls of 12 batches: the second continues the step count.
+    "poly_long": Case(wide_dense_net, _poly(0.0, 0.9, 0, 23, 1), examples=96, fits=2),
     "constant_begin3_freq4": Case(dense_net, _constant(0.5, 3, 14, 4), examples=128),
     # 10 weights at 0.25: tfmot keeps round(7.5) = 8 (half to even).
     "constant_rounding": Case(small_dense_net, _constant(0.25, 0, -1, 1), examples=32),
     # 40 weights at 0.99: tfmot keeps max(round(0.4), 1) = 1.
     "constant_0.99": Case(small_dense_net, _constant(0.99, 2, -1, 3), examples=48),
-    "ties": Case(dense_net, _constant(0.5, 1, -1, 2), weights="ties", examples=32),
+    # Equal magnitudes; at first more zeros than the sparsity prunes (threshold 0).
+    "ties": Case(dense_net, _poly(0.05, 0.6, 1, 5, 1), weights="ties", examples=48),
+    "ties_xla": Case(dense_net, _poly(0.05, 0.6, 1, 5, 1), weights="ties", examples=48,
+                     jit_compile=True),
     "block_2x2_avg": Case(block_net, _poly(0.1, 0.7, 1, 6, 1), prune=(("block_size", (2, 2)),)),
     "block_2x2_max": Case(block_net, _poly(0.1, 0.7, 1, 6, 1),
                           prune=(("block_size", (2, 2)), ("block_pooling_type", "MAX"))),
@@ -227,14 +236,17 @@ CASES = {
                                mode="trained"),
     "steps_per_execution_3": Case(wide_dense_net, _poly(0.1, 0.8, 1, 12, 1), examples=128,
                                   steps_per_execution=3),
-    # Adam at a high rate, masks recomputed every step, 4 epochs.
+    # Adam at a high rate, masks recomputed at every step for 4 epochs: tfmot
+    # keeps some pruned weights again; tfprune, given the same weights, must too.
     "adam_copied": Case(dense_net, _constant(0.5, 1, -1, 1), learning_rate=5e-2, mode="copied",
                         epochs=4),
-    "adam_lockstep": Case(dense_net, _constant(0.5, 1, -1, 1), learning_rate=5e-2,
-                          mode="lockstep", epochs=4),
     "fashion_cnn_lockstep": Case(fashion_cnn, _poly(0.3, 0.8, 1, 16, 3), learning_rate=1e-3,
                                  mode="lockstep", data="fashion", examples=256, batch_size=32,
                                  epochs=2),
+    # Masks recomputed at every one of 64 steps at a constant sparsity.
+    "fashion_cnn_constant_lockstep": Case(fashion_cnn, _constant(0.5, 1, -1, 1),
+                                          learning_rate=1e-3, mode="lockstep", data="fashion",
+                                          examples=2048, batch_size=32),
     "fashion_cnn_trained": Case(fashion_cnn, _poly(0.3, 0.8, 1, 16, 3), learning_rate=1e-3,
                                 mode="trained", data="fashion", examples=256, batch_size=32,
                                 epochs=2),
@@ -316,7 +328,8 @@ def _recorder(callback_base, steps_per_epoch, get_masks, before_step=None):
             # tfmot also wraps layers without weights (Flatten); those mask nothing.
             self.wrappers = [l for l in self.model.layers
                              if hasattr(l, "pruning_step") and get_masks(l)]
-            self.trace = Trace([w.name for w in self.wrappers], {})
+            if self.trace is None:  # a later fit continues the trace
+                self.trace = Trace([w.name for w in self.wrappers], {})
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
@@ -346,7 +359,7 @@ def _recorder(callback_base, steps_per_epoch, get_masks, before_step=None):
 
 def _schedule(module, case):
     name, kwargs = case.schedule
-    return getattr(module, name)(**kwargs)
+    return getattr(module, name)(**dict(kwargs))
 
 
 def _prune_kwargs(case, module):
@@ -362,7 +375,8 @@ def update_steps(case, fw, last_step):
             if bool(schedule(fw.tf.constant(s, fw.tf.int64))[0])}
 
 
-def _fit(model, module, case, x, y, callbacks, steps_per_execution=1):
+def _fit(model, module, case, x, y, callbacks, **compile_kwargs):
+    """Compiles, then trains `case.fits` times `case.epochs` epochs (epochs numbered on)."""
     if case.learning_rate == 0.0:
         optimizer = module.optimizers.SGD(0.0)
     else:
@@ -371,14 +385,18 @@ def _fit(model, module, case, x, y, callbacks, steps_per_execution=1):
         loss = module.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
         loss = module.losses.MeanSquaredError()
-    kwargs = {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else {}
-    model.compile(optimizer=optimizer, loss=loss, **kwargs)
-    model.fit(x, y, batch_size=case.batch_size, epochs=case.epochs, shuffle=False, verbose=0,
-              callbacks=callbacks)
+    model.compile(optimizer=optimizer, loss=loss, **compile_kwargs)
+    for fit in range(case.fits):
+        model.fit(x, y, batch_size=case.batch_size, initial_epoch=fit * case.epochs,
+                  epochs=(fit + 1) * case.epochs, shuffle=False, verbose=0, callbacks=callbacks)
 
 
 def steps_per_epoch(case):
     return -(-case.examples // case.batch_size)
+
+
+def total_batches(case):
+    return steps_per_epoch(case) * case.epochs * case.fits
 
 
 def run_tfmot(case, fw, weights, x, y):
@@ -387,8 +405,8 @@ def run_tfmot(case, fw, weights, x, y):
     model = fw.tf_keras.Model(*case.build(fw.tf_keras.layers, fw.tf_keras.Input))
     model.set_weights(weights)
     model = sparsity.prune_low_magnitude(model, **_prune_kwargs(case, sparsity))
-    total = steps_per_epoch(case) * case.epochs
-    updates = update_steps(case, fw, total) if case.mode in ("copied", "lockstep") else set()
+    total = total_batches(case)
+    updates = update_steps(case, fw, total) if case.learning_rate else set()
 
     def keep_inputs(batch, wrappers, trace):
         if batch in updates:  # the weights its mask update is about to read
@@ -413,7 +431,7 @@ def run_tfprune(case, fw, weights, x, y, reference=None):
     model = fw.tfprune.prune_low_magnitude(model, **_prune_kwargs(case, fw.tfprune))
 
     def copy_inputs(batch, wrappers, trace):
-        if reference is not None and batch in reference.inputs:
+        if case.mode in ("copied", "lockstep") and batch in reference.inputs:
             previous = reference.records.get(batch - 1)
             for index, (wrapper, values) in enumerate(zip(wrappers, reference.inputs[batch])):
                 wrapper.layer.set_weights(values)
@@ -423,16 +441,25 @@ def run_tfprune(case, fw, weights, x, y, reference=None):
 
     recorder = _recorder(fw.keras.callbacks.Callback, steps_per_epoch(case), _tfprune_masks,
                          copy_inputs)
+    compile_kwargs = {"jit_compile": case.jit_compile}
+    if case.steps_per_execution > 1:
+        compile_kwargs["steps_per_execution"] = case.steps_per_execution
     _fit(model, fw.keras, case, x, y, [fw.tfprune.UpdatePruningStep(), recorder],
-         case.steps_per_execution)
+         **compile_kwargs)
     return recorder.trace
+
+
+_TFMOT_TRACES = {}  # cases that differ only on the tfprune side share tfmot's run
 
 
 def run_case(case, fw):
     """Runs both twins; returns `(tfmot_trace, tfprune_trace)`."""
     x, y = make_data(case, fw)
     weights = initial_weights(case, fw)
-    theirs = run_tfmot(case, fw, weights, x, y)
+    key = dataclasses.replace(case, mode="", steps_per_execution=1, jit_compile=False)
+    if key not in _TFMOT_TRACES:
+        _TFMOT_TRACES[key] = run_tfmot(case, fw, weights, x, y)
+    theirs = _TFMOT_TRACES[key]
     ours = run_tfprune(case, fw, weights, x, y, reference=theirs)
     return theirs, ours
 
@@ -497,7 +524,7 @@ def _positions(mask):
     return [tuple(int(i) for i in p) for p in np.argwhere(mask)]
 
 
-def describe_mask_mismatch(theirs, ours, batch, layer, index):
+def describe_mask_mismatch(theirs, ours, batch, layer, index, mode="frozen"):
     """Where two masks of one batch differ, with the weights tfmot read."""
     at = theirs.names.index(layer)
     a = theirs.records[batch].masks[at][index]
@@ -519,6 +546,8 @@ def describe_mask_mismatch(theirs, ours, batch, layer, index):
             if previous is not None:
                 pruned = previous.masks[at][index][place] == 0
                 text += ", pruned the batch before" if pruned else ", kept the batch before"
+                if pruned and mode == "lockstep":
+                    text += " (tfprune read 0: its constraint zeroes pruned weights)"
             details.append(text)
         lines.append(f"  {label} ({len(places)}): " + "; ".join(details))
     return "\n".join(lines)
@@ -652,7 +681,7 @@ def _problems(case, result, theirs, ours):
     if result.mask_mismatches:
         lines.append(f"{len(result.mask_mismatches)} masks differ; the first:")
         lines.extend("  " + line for line in describe_mask_mismatch(
-            theirs, ours, *result.mask_mismatches[0][:3]).splitlines())
+            theirs, ours, *result.mask_mismatches[0][:3], mode=case.mode).splitlines())
     if case.mode == "trained":
         lines.append(f"pruned weights a later mask update kept again: tfmot {theirs.revived}, "
                      f"tfprune {ours.revived}")

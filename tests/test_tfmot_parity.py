@@ -20,7 +20,9 @@ same weights:
   until the schedule's second update.
 
 With `steps_per_execution=3` on the tfprune side, batches are compared where
-its executions end.
+its executions end. Also covered: XLA on the tfprune side, two `fit` calls
+in a row, equal magnitudes, block pruning with blocks that do not divide the
+kernel, N:M on Dense and Conv2D, and a Fashion-MNIST CNN.
 """
 
 import importlib.util
@@ -70,10 +72,10 @@ def test_same_steps_sparsity_and_masks(name, run, frameworks):
     assert theirs.names == ours.names
     result = parity.compare(case, theirs, ours, frameworks)
     # Every batch compared (tfprune with steps_per_execution > 1: each execution's end).
-    total = parity.steps_per_epoch(case) * case.epochs
+    total = parity.total_batches(case)
     expected = [b for b in range(1, total + 1)
                 if b % case.steps_per_execution == 0 or b == total]
-    if case.epochs == 1 or case.steps_per_execution == 1:
+    if case.epochs * case.fits == 1 or case.steps_per_execution == 1:
         assert result.batches == expected
     # tfmot counts the first batch as step 1.
     for batch in result.batches:
@@ -87,7 +89,8 @@ def test_same_steps_sparsity_and_masks(name, run, frameworks):
     assert result.masks_compared > 0
     assert not result.mask_mismatches, (
         f"{len(result.mask_mismatches)} of {result.masks_compared} masks differ; first:\n"
-        + parity.describe_mask_mismatch(theirs, ours, *result.mask_mismatches[0][:3]))
+        + parity.describe_mask_mismatch(theirs, ours, *result.mask_mismatches[0][:3],
+                                        mode=case.mode))
 
 
 def _kernel_sparsity(trace, layer, batches):
@@ -118,6 +121,16 @@ def test_rounding_and_high_sparsity_keep_what_tfmot_keeps(run):
     for trace in run("constant_0.99"):
         assert _kernel_sparsity(trace, "d1", [1, 2, 6]) == [0.0, 39 / 40, 39 / 40]
         assert _kernel_sparsity(trace, "d2", [2]) == [0.9]
+
+
+def test_equal_magnitudes_are_all_kept_as_in_tfmot(run):
+    # d1 holds 21 zeros, 23 of 0.1, 34 of 0.2 and 2 of 0.3 (`weights="ties"`).
+    # Every weight as large as the k-th largest stays: at step 1 (sparsity
+    # 0.05) that is 0, so nothing is pruned; at step 2 (0.368) all 59 non-zero
+    # weights stay; at step 4 (0.589) the 36 weights of 0.2 and 0.3.
+    for name in ("ties", "ties_xla"):
+        for trace in run(name):
+            assert _kernel_sparsity(trace, "d1", [1, 2, 4]) == [0.0, 0.2625, 0.55], name
 
 
 def test_steps_per_execution_counts_every_step(run):
