@@ -11,6 +11,7 @@ import pytest
 from absl.testing import parameterized
 
 import tfprune
+from pruning_oracle import expected_zeros, zeros_at
 from tfprune import masks as mask_math
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -36,8 +37,8 @@ def pruned_weights(model):
     }
 
 
-def last_update_step(schedule, final_step):
-    return max(s for s in range(final_step + 1) if schedule.should_prune(s))
+# Prunes at the first step already (tfmot's default frequency of 100 waits for step 100).
+HALF = tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1)
 
 
 class ScheduleTrainingTest(parameterized.TestCase):
@@ -65,12 +66,11 @@ class ScheduleTrainingTest(parameterized.TestCase):
         model.fit(x[: steps * 32], y[: steps * 32], batch_size=32, epochs=1, verbose=0,
                   callbacks=[tfprune.UpdatePruningStep(), CheckZeros()])
         self.assertEqual(violations, [])
-        expected = schedule.sparsity(last_update_step(schedule, steps - 1))
         for name, pairs in pruned_weights(model).items():
             for weight, mask in pairs:
                 wrapper = model.get_layer(name)
                 self.assertEqual(int(wrapper.pruning_step.numpy()), steps)
-                zeros = mask_math.num_to_prune(weight.size, expected)
+                zeros = expected_zeros(weight.size, schedule, steps)
                 self.assertEqual(int((mask == 0).sum()), zeros, name)
                 self.assertTrue(np.all(weight[mask == 0] == 0), name)
 
@@ -116,11 +116,10 @@ def test_save_load_keeps_masks_and_step_and_resumes(tmp_path, fashion_small):
     # Resuming continues the schedule from step 40, exactly as an uninterrupted run.
     fit(restored, 1)
     fit(model, 1)
-    expected = schedule.sparsity(last_update_step(schedule, 79))
     for name, pairs in pruned_weights(restored).items():
         assert int(restored.get_layer(name).pruning_step.numpy()) == 80
         for (weight, mask), (_, reference_mask) in zip(pairs, pruned_weights(model)[name]):
-            assert int((mask == 0).sum()) == mask_math.num_to_prune(weight.size, expected)
+            assert int((mask == 0).sum()) == expected_zeros(weight.size, schedule, 80)
             np.testing.assert_array_equal(mask, reference_mask)
 
 
@@ -140,7 +139,7 @@ def test_jit_compile_and_steps_per_execution(fashion_small):
 def test_strip_pruning_restores_architecture_with_zeros_baked_in(fashion_small):
     (x, y), (x_test, _) = fashion_small
     original = small_cnn()
-    model = tfprune.prune_low_magnitude(original, tfprune.ConstantSparsity(0.5, 0))
+    model = tfprune.prune_low_magnitude(original, HALF)
     model.compile("adam", LOSS)
     model.fit(x[:256], y[:256], batch_size=64, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     stripped = tfprune.strip_pruning(model)
@@ -183,7 +182,7 @@ LAYER_CASES = [
 def test_ignored_layers_keep_their_weights(fashion_small):
     (x, y), _ = fashion_small
     original = small_cnn()
-    model = tfprune.prune_low_magnitude(original, tfprune.ConstantSparsity(0.5, 0),
+    model = tfprune.prune_low_magnitude(original, HALF,
                                         ignored_layers=["conv1", original.get_layer("logits")])
     wrapped = sorted(l.name for l in model.layers if isinstance(l, tfprune.PruneLowMagnitude))
     assert wrapped == ["prune_low_magnitude_conv2"]
@@ -199,7 +198,7 @@ def test_ignored_layers_keep_their_weights(fashion_small):
 
 def test_global_pruning_meets_the_sparsity_in_total_with_one_threshold(tmp_path, fashion_small):
     (x, y), _ = fashion_small
-    schedule = tfprune.ConstantSparsity(0.7, begin_step=0, frequency=1000)  # only at step 0
+    schedule = tfprune.ConstantSparsity(0.7, begin_step=1, frequency=1000)  # only at step 1
     model = tfprune.prune_low_magnitude(small_cnn(), schedule, global_pruning=True)
     before = {w.layer.name: w.layer.kernel.numpy() for w in model.layers
               if isinstance(w, tfprune.PruneLowMagnitude)}
@@ -207,11 +206,11 @@ def test_global_pruning_meets_the_sparsity_in_total_with_one_threshold(tmp_path,
     callback = tfprune.UpdatePruningStep()
     callback.set_model(model)
     callback.on_train_begin()
-    callback.on_train_batch_begin(0)  # the masks of step 0, from the weights above
+    callback.on_train_batch_begin(0)  # the masks of step 1, from the weights above
     pruned = pruned_weights(model)
     total = sum(m.size for pairs in pruned.values() for _, m in pairs)
     zeros = sum(int((m == 0).sum()) for pairs in pruned.values() for _, m in pairs)
-    assert zeros == mask_math.num_to_prune(total, 0.7)
+    assert zeros == zeros_at(total, 0.7)
     # One threshold: every pruned magnitude is below every kept one, across layers.
     kept, dropped = [], []
     for name, pairs in pruned.items():
@@ -265,16 +264,16 @@ def test_block_and_m_by_n_patterns_during_training(fashion_small):
     h = keras.layers.Dense(32, name="hidden")(h)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
 
-    def clone(layer, **kwargs):
-        if layer.name in ("conv", "hidden"):
+    def clone(layer, names, **kwargs):
+        if layer.name in names:
             return tfprune.prune_low_magnitude(layer.__class__.from_config(layer.get_config()), **kwargs)
         return layer.__class__.from_config(layer.get_config())
 
-    schedule = tfprune.ConstantSparsity(0.5, 0)
-    nm = keras.models.clone_model(model, clone_function=lambda l: clone(l, pruning_schedule=schedule,
-                                                                         sparsity_m_by_n=(2, 4)))
-    blocks = keras.models.clone_model(model, clone_function=lambda l: clone(l, pruning_schedule=schedule,
-                                                                             block_size=(4, 4)))
+    nm = keras.models.clone_model(model, clone_function=lambda l: clone(
+        l, ("conv", "hidden"), pruning_schedule=HALF, sparsity_m_by_n=(2, 4)))
+    # Blocks need a matrix (as in tfmot): the Dense kernel, not the 3x3 convolution.
+    blocks = keras.models.clone_model(model, clone_function=lambda l: clone(
+        l, ("hidden",), pruning_schedule=HALF, block_size=(4, 4)))
     for pruned in (nm, blocks):
         pruned.compile("adam", LOSS)
         pruned.fit(x[:128], y[:128], batch_size=32, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
@@ -290,16 +289,21 @@ def test_block_and_m_by_n_patterns_during_training(fashion_small):
 
 
 class BadInputTest(parameterized.TestCase):
-    def test_block_size_that_does_not_divide_names_layer(self):
-        layer = keras.layers.Dense(6, name="narrow")
-        layer.build((None, 10))
-        with self.assertRaisesRegex(ValueError, "narrow.*block_size|block_size.*narrow"):
-            tfprune.prune_low_magnitude(layer, block_size=(4, 4))
+    def test_block_size_on_a_weight_that_is_not_a_matrix_names_layer(self):
+        layer = keras.layers.Conv2D(6, 3, name="spatial")
+        layer.build((None, 8, 8, 4))
+        with self.assertRaisesRegex(ValueError, "spatial"):
+            tfprune.prune_low_magnitude(layer, block_size=(2, 2))
+        # As in tfmot, a block that does not divide a matrix is padded, not refused.
+        narrow = keras.layers.Dense(6, name="narrow")
+        narrow.build((None, 10))
+        tfprune.prune_low_magnitude(narrow, block_size=(4, 4))
 
-    def test_m_by_n_that_does_not_divide_names_layer(self):
+    def test_m_by_n_with_m_not_below_n_names_the_argument(self):
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="odd")])
-        with self.assertRaisesRegex(ValueError, "odd"):
-            tfprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+        with self.assertRaisesRegex(ValueError, r"sparsity_m_by_n.*0 <= m < n.*\(4, 4\)"):
+            tfprune.prune_low_magnitude(model, sparsity_m_by_n=(4, 4))
+        tfprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))  # 6 inputs: the last group is padded
 
     def test_already_wrapped(self):
         wrapped = tfprune.prune_low_magnitude(keras.layers.Dense(4, name="twice"))
@@ -345,7 +349,7 @@ class BadInputTest(parameterized.TestCase):
             def get_prunable_weights(self):
                 return [self.kernel]
 
-        wrapped = tfprune.prune_low_magnitude(Scale(name="opt_in"), tfprune.ConstantSparsity(0.5, 0))
+        wrapped = tfprune.prune_low_magnitude(Scale(name="opt_in"), HALF)
         model = keras.Sequential([keras.Input((8,)), wrapped])
         model.compile("sgd", "mse")
         model.fit(np.ones((4, 8)), np.ones((4, 8)), verbose=0, callbacks=[tfprune.UpdatePruningStep()])
@@ -373,7 +377,7 @@ def test_pruning_summaries_write_sparsity_scalars(tmp_path, fashion_small):
     import tensorflow as tf
 
     (x, y), _ = fashion_small
-    model = tfprune.prune_low_magnitude(small_cnn(), tfprune.ConstantSparsity(0.5, 0))
+    model = tfprune.prune_low_magnitude(small_cnn(), HALF)
     model.compile("adam", LOSS)
     model.fit(x[:128], y[:128], batch_size=32, verbose=0,
               callbacks=[tfprune.UpdatePruningStep(), tfprune.PruningSummaries(tmp_path)])
