@@ -64,6 +64,7 @@ def train(strategy, kind):
                 compare(f"after the mask update at batch {batch}")
             compare(f"after the optimizer step of batch {batch}")
 
+    Check.last = shared.digest([mask.numpy() for _, mask in pairs])  # the masks before training
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[tfprune.UpdatePruningStep(), Check()])
     seen["expected_updates"] = [s for s in range(1, STEPS + 1) if schedule.should_prune(s)]

@@ -61,6 +61,7 @@ def train(strategy, kind, index, out_dir):
                 if np.any(w[shared.removed(w, mask.numpy())] != 0):
                     raise AssertionError(f"{weight.path}: a masked weight is nonzero after batch {batch}")
 
+    Record.last = shared.digest([mask.numpy() for _, mask in pairs])  # the masks before training
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[tfprune.UpdatePruningStep(), Record()])
     result = {
