@@ -215,5 +215,6 @@ def main(argv):
     step.add("block_size [1, 16] wraps", wrapped(model_for_pruning))
     step.finish(out)
 
+
 if __name__ == "__main__":
     app.run(main)

@@ -133,5 +133,6 @@ def main(argv):
              f"{100 * quantized.accuracy['tflite']:.2f}% on {len(test_images)} images")
     step.finish(out)
 
+
 if __name__ == "__main__":
     app.run(main)
