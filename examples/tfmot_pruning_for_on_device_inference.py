@@ -47,7 +47,7 @@ Differences from the guide, and why:
 
 Defaults (20,000 training images, 5 dense epochs, 4 pruning epochs with the
 final sparsity reached after 2; the guide trains 10, 15 and 5 epochs on
-45,000 images) take about a minute on 2 CPU cores; expect about 72% test
+45,000 images) take about 50 s on 2 CPU cores; expect about 72% test
 accuracy dense and 68% pruned (a network of 2,500 weights; the guide reports
 43-44% on CIFAR-10). The 1x1 convolutions end at 73-74% sparsity, not 75%:
 masks change only every `--frequency` (100) steps, and the last update before

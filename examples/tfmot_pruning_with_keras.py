@@ -29,7 +29,7 @@ Differences from the guide, and why:
   measured on uncompiled copies (`_tfmot_common.save_for_size`).
 
 Defaults are the guide's (all 60,000 training images, 4 dense epochs, 2
-pruning epochs, batch 128, 10% validation) and take about a minute on 2 CPU
+pruning epochs, batch 128, 10% validation) and take about 35 s on 2 CPU
 cores; expect about 88% dense accuracy, 86% pruned (80% of the weights are
 zero), and an INT8 pruned `.tflite` that gzips about 10x smaller than the
 dense `.keras` file.

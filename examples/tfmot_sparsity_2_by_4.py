@@ -3,7 +3,7 @@ r"""tfmot's "Sparsity 2x4" guide (guide/pruning/pruning_with_sparsity_2_by_4), o
 As in the guide: a CNN whose larger Conv2D and inner Dense layer are wrapped
 with `prune_low_magnitude(..., sparsity_m_by_n=(2, 4))` (2 zeros in every 4
 consecutive weights along the input channels: the pattern NVIDIA's sparse
-tensor cores and sparse TFLite kernels use), while the first Conv2D, which has
+tensor cores accelerate), while the first Conv2D, which has
 a single input channel and so no groups of 4, gets 50% unstructured pruning
 and the output layer stays dense. Train, `strip_pruning`, convert to TFLite,
 and check the pattern in the converted weight tensors.
