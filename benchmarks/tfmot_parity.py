@@ -16,8 +16,10 @@ Two parts, in one run:
      copied    Adam; before every step the schedule updates masks at,
                tfmot's weights (the values its mask update is about to read)
                are copied into the Keras 3 model.
-     lockstep  the same, times tfmot's masks of the batch before: what
-               tfprune's constraints leave of the same optimizer step.
+     lockstep  the same on the Fashion-MNIST CNN, at every batch: the
+               weights both libraries hold after the same optimizer step
+               (pruned weights as the optimizer moved them off zero, which
+               both rank at the next update; zero again at epoch ends).
      trained   no copying: masks until the schedule's second update (float
                round-off separates the two runs after that).
    Printed: (a) per-batch sparsity of both over all pruned weights, and
@@ -423,9 +425,7 @@ def run_tfprune(case, fw, weights, x, y, reference=None):
     """Trains the Keras 3 twin with tfprune; returns its `Trace`.
 
     With `reference` (tfmot's trace of a "copied" or "lockstep" case),
-    tfmot's weights are copied in before each step whose inputs it kept
-    ("lockstep": times tfmot's masks of the previous batch, as tfprune's
-    constraints would have left them after the same optimizer step).
+    tfmot's weights are copied in before each step whose inputs it kept.
     """
     model = fw.keras.Model(*case.build(fw.keras.layers, fw.keras.Input))
     model.set_weights(weights)
@@ -433,12 +433,8 @@ def run_tfprune(case, fw, weights, x, y, reference=None):
 
     def copy_inputs(batch, wrappers, trace):
         if case.mode in ("copied", "lockstep") and batch in reference.inputs:
-            previous = reference.records.get(batch - 1)
-            for index, (wrapper, values) in enumerate(zip(wrappers, reference.inputs[batch])):
+            for wrapper, values in zip(wrappers, reference.inputs[batch]):
                 wrapper.layer.set_weights(values)
-                if case.mode == "lockstep" and previous is not None:
-                    for (weight, _), mask in zip(wrapper.masked_weights, previous.masks[index]):
-                        weight.assign(weight.numpy() * mask)
 
     recorder = _recorder(fw.keras.callbacks.Callback, steps_per_epoch(case), _tfprune_masks,
                          copy_inputs)
@@ -547,8 +543,6 @@ def describe_mask_mismatch(theirs, ours, batch, layer, index, mode="frozen"):
             if previous is not None:
                 pruned = previous.masks[at][index][place] == 0
                 text += ", pruned the batch before" if pruned else ", kept the batch before"
-                if pruned and mode == "lockstep":
-                    text += " (tfprune read 0: its constraint zeroes pruned weights)"
             details.append(text)
         lines.append(f"  {label} ({len(places)}): " + "; ".join(details))
     return "\n".join(lines)

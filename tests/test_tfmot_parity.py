@@ -13,9 +13,9 @@ same weights:
 - "frozen" cases (SGD with learning rate 0): at every batch;
 - "copied" cases (Adam): tfmot's weights, as its mask update reads them, are
   copied into the Keras 3 model before every update step; at every batch;
-- "lockstep" cases: the same, times tfmot's masks of the batch before, which
-  is what tfprune's constraints leave of the same optimizer step; at every
-  batch;
+- "lockstep" cases: the same on a Fashion-MNIST CNN, at every batch: the
+  weights both libraries hold after the same optimizer step (pruned weights as
+  the optimizer moved them off zero, which both rank at the next update);
 - "trained" cases (no copying, so float round-off separates the two runs):
   until the schedule's second update.
 
@@ -24,12 +24,12 @@ its executions end. Also covered: XLA on the tfprune side, two `fit` calls
 in a row, equal magnitudes, block pruning with blocks that do not divide the
 kernel, N:M on Dense and Conv2D, and a Fashion-MNIST CNN.
 
-Known difference, asserted and failing: "fashion_cnn_constant_lockstep"
-(Adam 1e-3, `ConstantSparsity(0.5, 1, frequency=1)`). tfmot zeroes pruned
-weights before the forward pass but lets the optimizer move them afterwards,
-so its next mask update reads them an optimizer step off zero and sometimes
-keeps one again (first at batch 49, in fc1); tfprune's constraints zero them
-right after the optimizer step, so its update reads 0 and never keeps them.
+tfmot zeroes pruned weights before the forward pass and lets the optimizer
+move them afterwards, so its next mask update ranks them one optimizer step
+off zero and sometimes keeps one again; tfprune does the same (its mask
+constraint leaves them unmasked in the step before an update), which
+"fashion_cnn_constant_lockstep" (Adam, `ConstantSparsity(0.5, 1,
+frequency=1)`, 64 steps) checks.
 """
 
 import importlib.util

@@ -72,7 +72,9 @@ def validate_restored_masks(model, source=None):
     """Raises if the pruning state of `model` is not one tfprune can produce.
 
     Checks every pruning wrapper (nested models included): each mask holds
-    only 0 and 1, every weight its mask removes is exactly zero, and
+    only 0 and 1, every weight its mask removes is exactly zero (unless the
+    state was saved just before a mask update, when the optimizer's values
+    of pruned weights are kept for it to rank, as tfmot does), and
     `pruning_step` is -1 (never trained) or a step count.
 
     Args:
@@ -103,7 +105,7 @@ def validate_restored_masks(model, source=None):
                     f"The state is corrupted. {_REMEDY}"
                 )
             removed = mask_value == 0
-            if not removed.any():
+            if not removed.any() or wrapper.pruned_values_may_be_nonzero(step):
                 continue
             weight_value = np.asarray(weight.numpy())
             try:

@@ -57,17 +57,29 @@ def collect_wrappers(model):
 class MaskConstraint(keras.constraints.Constraint):
     """Multiplies a weight by its mask, after the weight's own constraint.
 
+    Every Keras optimizer applies it right after its update. With
+    `keep_unmasked` (a function returning a boolean tensor, or None), the
+    masking is skipped for the steps where it returns True: the wrapper
+    then masks the weight itself before the next forward pass, after reading
+    what the optimizer made of the pruned weights (tfmot's order, see
+    `PruneLowMagnitude`).
+
     Not serialized: the wrapper re-attaches it when it is built.
     """
 
-    def __init__(self, mask, inner=None):
+    def __init__(self, mask, inner=None, keep_unmasked=None):
         self.mask = mask
         self.inner = inner
+        self.keep_unmasked = keep_unmasked
 
     def __call__(self, weight):
         if self.inner is not None:
             weight = self.inner(weight)
-        return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
+        masked = keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
+        keep = self.keep_unmasked() if self.keep_unmasked is not None else None
+        if keep is None:
+            return masked
+        return keras.ops.cond(keep, lambda: weight, lambda: masked)
 
 
 def _relative_name(variable, layer):
@@ -128,6 +140,22 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         """
         return []
 
+    def keeps_pruned_values(self):
+        """Whether the optimizer step being applied leaves pruned weights unmasked.
+
+        Called by the mask constraints inside the optimizer's update, with
+        the step counter at the step being trained. None (the base class):
+        the constraint always masks.
+        """
+        return None
+
+    def pruned_values_may_be_nonzero(self, step):
+        """Whether, after `step` steps, pruned weights may legitimately be nonzero.
+
+        For checks of a restored state; see `keeps_pruned_values`.
+        """
+        return False
+
     def update_masks_in_step(self, step):
         """Updates masks inside the training step, before the forward pass.
 
@@ -167,7 +195,7 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
             original = weight.constraint
             if isinstance(original, MaskConstraint):
                 original = original.inner
-            weight.constraint = MaskConstraint(mask, original)
+            weight.constraint = MaskConstraint(mask, original, self.keeps_pruned_values)
             self._masked.append((weight, mask, original))
         # -1 means "never trained with the step callback", as in tfmot.
         self.pruning_step = self.add_weight(

@@ -160,13 +160,6 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         for variable in self.thresholds:
             variable.assign(threshold)
 
-    def _due(self, step):
-        """Whether masks are recomputed at `step` (a tensor)."""
-        if self.sparsity_m_by_n is not None:
-            # As tfmot: an N:M pattern is chosen once, at the first step.
-            return keras.ops.equal(step, 1)
-        return self.pruning_schedule.should_prune(step)
-
     def _new_masks(self, step):
         """`[(mask, threshold)]` for the current weights at `step` (tensors)."""
         sparsity = self.pruning_schedule.sparsity(step)
@@ -187,6 +180,32 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
                 )
         return results
 
+    def _updates_at(self, step):
+        """Whether masks are recomputed at `step`, by this wrapper or its controller."""
+        if self.sparsity_m_by_n is not None:
+            return keras.ops.equal(step, 1)
+        return self.pruning_schedule.should_prune(step)
+
+    def keeps_pruned_values(self):
+        """True in the optimizer step just before a mask update.
+
+        tfmot zeroes pruned weights before each forward pass, so the optimizer
+        moves them off zero again (they receive the full gradient), and its
+        next mask update ranks those moved values: a pruned weight whose
+        update made it large enough comes back. To rank the same values,
+        the mask constraint leaves pruned weights as the optimizer made them
+        in the step before an update; the update then masks them, before the
+        forward pass. As in tfmot (which re-masks at every epoch end), the
+        callback masks all weights at the end of every epoch.
+        """
+        counter = self._step_counter
+        if counter is None:
+            return None
+        return self._updates_at(keras.ops.add(counter.current_step(), 1))
+
+    def pruned_values_may_be_nonzero(self, step):
+        return bool(self._updates_at(int(step) + 1)) if step >= 0 else False
+
     def update_masks_in_step(self, step):
         """Recomputes the masks when the schedule names `step`, inside the step.
 
@@ -201,7 +220,7 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         targets = []
         for (weight, mask), threshold in zip(self.masked_weights, self.thresholds):
             targets.extend([mask, threshold, weight])
-        graph_updates.assign_if(self._due(step), self._updated_values, targets, step)
+        graph_updates.assign_if(self._updates_at(step), self._updated_values, targets, step)
 
     def _updated_values(self, step):
         values = []

@@ -175,6 +175,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._agreement.check(step)
 
     def on_epoch_end(self, epoch=None, logs=None, **kwargs):
+        # As tfmot: every epoch ends with the pruned weights at zero, also those
+        # the optimizer moved in a step before a mask update (see
+        # PruneLowMagnitude.keeps_pruned_values), so the next update of the
+        # schedule ranks them at zero.
+        if self._wrappers:
+            checkpointing.apply_masks(self.model)
         if self._agreement is not None and self._synced:
             self._agreement.check(self.step)
 
