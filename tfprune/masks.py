@@ -361,18 +361,18 @@ def m_by_n_mask_ops(weight, m_by_n=(2, 4), axis=None, name="weight"):
     groups = ops.reshape(padded, (-1, num_groups, group))
     # How many entries of its group outrank each entry: entry i outranks
     # entry j if it is larger, or equal and earlier (tfmot's `top_k` order).
-    outranked_by = ops.zeros(tuple(groups.shape), dtype="int32")
+    # Counted in float arithmetic, without boolean tensors: TensorFlow's
+    # oneDNN kernels log an error line for boolean ops in graphs on some CPUs.
+    outranked_by = ops.zeros(tuple(groups.shape), dtype="float32")
     for i in range(group):
-        entry = groups[..., i : i + 1]
-        beats = ops.logical_or(
-            ops.greater(entry, groups),
-            ops.logical_and(ops.equal(entry, groups), np.arange(group) > i),
-        )
-        outranked_by = ops.add(outranked_by, ops.cast(beats, "int32"))
-    keep = ops.less(outranked_by, group - zeros)
-    keep = ops.reshape(keep, (-1, num_groups * group))[:, :length]
-    keep = ops.moveaxis(ops.reshape(keep, tuple(moved.shape)), -1, axis)
-    return ops.cast(keep, weight.dtype)
+        sign = ops.sign(ops.subtract(groups[..., i : i + 1], groups))
+        larger = ops.relu(sign)
+        earlier = (np.arange(group) > i).astype("float32")
+        equal_and_earlier = ops.multiply(ops.subtract(1.0, ops.abs(sign)), earlier)
+        outranked_by = ops.add(outranked_by, ops.add(larger, equal_and_earlier))
+    keep = ops.relu(ops.sign(ops.subtract(float(group - zeros), outranked_by)))
+    keep = ops.reshape(ops.cast(keep, weight.dtype), (-1, num_groups * group))[:, :length]
+    return ops.moveaxis(ops.reshape(keep, tuple(moved.shape)), -1, axis)
 
 
 def num_to_prune(num_units, sparsity):
