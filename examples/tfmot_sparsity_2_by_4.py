@@ -99,11 +99,8 @@ def main(argv):
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    # quiet(): the 2:4 mask ops make TensorFlow log an ERROR-level line about
-    # oneDNN and DT_BOOL on the first step, which TF_CPP_MIN_LOG_LEVEL=2 lets through.
-    with common.quiet():
-        model.fit(train_images, train_labels, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-                  verbose=2, callbacks=tfprune.UpdatePruningStep(), validation_split=0.1)
+    model.fit(train_images, train_labels, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
+              verbose=2, callbacks=tfprune.UpdatePruningStep(), validation_split=0.1)
     _, model_for_pruning_accuracy = model.evaluate(test_images, test_labels, verbose=0)
     step.add("Pruned test accuracy",
              f"{100 * model_for_pruning_accuracy:.2f}% on {len(test_images)} images")

@@ -46,7 +46,7 @@ def train(strategy, kind):
                 seen["problems"].append(f"{where}: {variable.path} has {len(copies)} replicas")
             elif not np.array_equal(copies[0], copies[1]):
                 seen["problems"].append(f"{where}: replicas differ in {variable.path}")
-        for weight, mask in pairs:
+        for weight, mask in pairs if shared.pruned_weights_must_be_zero(model) else ():
             for w, m in zip(per_replica(weight), per_replica(mask)):
                 if np.any(w[shared.removed(w, m)] != 0):
                     seen["problems"].append(f"{where}: masked weight of {weight.path} nonzero")

@@ -63,3 +63,14 @@ def masked_pairs(model):
 def removed(weight_value, mask_value):
     """Where the mask removes weights, broadcast to the weight's shape."""
     return np.broadcast_to(mask_value == 0, weight_value.shape)
+
+
+def pruned_weights_must_be_zero(model):
+    """False right before a magnitude-mask update, where tfprune (as tfmot) keeps
+    the optimizer's values of pruned weights for the update to rank."""
+    import tfprune
+
+    return not any(
+        w.pruned_values_may_be_nonzero(int(w.pruning_step.numpy()))
+        for w in tfprune.callbacks.collect_wrappers(model)
+    )
