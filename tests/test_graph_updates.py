@@ -1,14 +1,12 @@
 """graph_updates.assign_if: conditional assignments inside compiled steps."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from python_script import run_python
 from tfprune import graph_updates
 
 
@@ -42,7 +40,8 @@ def test_mirrored_variables_get_one_value_on_every_replica():
         import numpy as np, tensorflow as tf, keras
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from tfprune import graph_updates
+        from python_script import run_python
+from tfprune import graph_updates
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             w = keras.Variable(np.arange(4, dtype="float32"))  # aggregation "none"
@@ -58,7 +57,4 @@ def test_mirrored_variables_get_one_value_on_every_replica():
         print("ASSIGN_IF_OK")
         """
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, env=env)
-    assert "ASSIGN_IF_OK" in result.stdout, result.stderr[-3000:]
+    run_python(script, "ASSIGN_IF_OK")

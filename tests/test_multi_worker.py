@@ -3,11 +3,10 @@
 Two real worker processes are in tests/test_distributed.py.
 """
 
-import subprocess
-import sys
 import textwrap
 
 import keras
+from python_script import run_python
 
 
 def test_keras_is_patched_only_when_asked():
@@ -28,9 +27,7 @@ def test_keras_is_patched_only_when_asked():
         print("PATCH_OK")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300)
-    assert "PATCH_OK" in result.stdout, result.stderr[-3000:]
+    run_python(script, "PATCH_OK")
 
 
 def test_a_single_process_has_no_other_workers():

@@ -7,8 +7,6 @@ tfmot's rule gives for the last update step <= N.
 """
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -18,6 +16,7 @@ import tensorflow as tf
 
 import tfprune
 from pruning_oracle import expected_zeros
+from python_script import run_python
 
 # Updates at steps 2, 5, 8, 11, 14; 4 steps per epoch of 64 images.
 SCHEDULE = tfprune.PolynomialDecay(0.1, 0.75, begin_step=2, end_step=14, power=3, frequency=3)
@@ -217,10 +216,7 @@ def test_mirrored_strategy(tmp_path):
         print("MIRRORED_OK")
         """
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=600, env=env)
-    assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+    run_python(script, "MIRRORED_OK")
 
 
 @pytest.mark.parametrize("kind", ["channels", "global"])
