@@ -40,8 +40,7 @@ def test_mirrored_variables_get_one_value_on_every_replica():
         import numpy as np, tensorflow as tf, keras
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from python_script import run_python
-from tfprune import graph_updates
+        from tfprune import graph_updates
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             w = keras.Variable(np.arange(4, dtype="float32"))  # aggregation "none"

@@ -236,3 +236,16 @@ def test_masks_decided_across_layers_refuse_steps_per_execution(data, kind):
         zeros = sum(int((m.numpy() == 0).sum()) for w in tfprune.callbacks.collect_wrappers(model)
                     for _, m in w.masked_weights)
         assert zeros == expected_zeros(total, SCHEDULE, 16)
+
+
+def test_sequential_whose_wrappers_are_built_by_fit(data):
+    """No input shape anywhere: the wrappers are built inside the first training step."""
+    model = keras.Sequential([
+        tfprune.prune_low_magnitude(keras.layers.Conv2D(4, 3, strides=2, name="conv"), SCHEDULE),
+        keras.layers.Flatten(),
+        tfprune.prune_low_magnitude(keras.layers.Dense(10, name="logits"), SCHEDULE),
+    ])
+    assert not model.built
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    fit(model, data, epochs=4)
+    assert_state(model, 16)
