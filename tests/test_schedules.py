@@ -67,7 +67,7 @@ def test_host_steps_match_tfmot_bit_for_bit(name, kwargs):
     span=st.integers(0, 5000),
     initial=st.floats(0.0, 0.999),
     final=st.floats(0.0, 0.999),
-    power=st.one_of(st.integers(0, 6), st.floats(0.0, 6.0)),
+    power=st.one_of(st.integers(1, 6), st.floats(0.01, 6.0)),
     frequency=st.integers(1, 60),
     data=st.data(),
 )
@@ -168,6 +168,8 @@ def test_constructor_accepts_numpy_and_tensor_integers_as_tfmot_guides_compute_t
         (lambda: tfprune.PolynomialDecay(0.0, 0.5, 0, -1), "ConstantSparsity.*end_step=-1"),
         (lambda: tfprune.PolynomialDecay(0.0, 0.5, 100, 50), "end_step.*begin_step=100, end_step=50"),
         (lambda: tfprune.PolynomialDecay(0.0, 0.5, 0, 50, power=-1), "power=-1"),
+        (lambda: tfprune.PolynomialDecay(0.0, 0.5, 0, 50, power=0), "power.*> 0.*power=0"),
+        (lambda: tfprune.PolynomialDecay(0.0, 0.5, 0, 50, power=float("nan")), "power=nan"),
         (lambda: tfprune.PolynomialDecay(True, 0.5, 0, 50), "initial_sparsity=True"),
     ],
 )

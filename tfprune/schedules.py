@@ -81,11 +81,11 @@ def _as_fraction(value, name):
 def _as_power(value):
     """The decay exponent: an int stays an int, other real numbers become floats."""
     number = _finite_number(value)
-    if number is None or number < 0:
+    if number is None or number <= 0:
         raise ValueError(
-            "`power` must be a finite number >= 0 (3 is the usual choice; a negative "
-            "power makes the sparsity leave [0, 1) and tfmot fail later). "
-            f"Received: power={value!r}"
+            "`power` must be a finite number > 0 (3 is the usual choice; 0 keeps the "
+            "sparsity at initial_sparsity forever, and a negative power makes it leave "
+            f"[0, 1)). Received: power={value!r}"
         )
     return int(number) if isinstance(number, numbers.Integral) else float(number)
 
