@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from tfprune import importance as importance_lib
+from tfprune import layer_copies
 from tfprune import schedules as schedules_lib
 from tfprune import surgery
 from tfprune.prune import ignored_layer_names
@@ -519,7 +520,7 @@ def get_channel_pruner(model):
 def _copy_layer(layer, used):
     config = layer.get_config()
     config["name"] = surgery._unique_name(layer.name, used)
-    clone = type(layer).from_config(config)
+    clone = layer_copies.from_config(layer, config)
     values = layer.get_weights()
 
     def set_weights(new):

@@ -3,6 +3,7 @@
 import keras
 from absl import logging
 
+from tfprune import layer_copies
 from tfprune import prune_registry
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 from tfprune.pruning_wrapper import PruneLowMagnitude
@@ -29,17 +30,6 @@ def check_graph_model(model, api):
     """
     if isinstance(model, keras.Model) and not is_graph_model(model):
         raise ValueError(_SUBCLASSED_MODEL.format(name=model.name, api=api))
-
-
-def copy_layer(layer):
-    """A new, built layer with `layer`'s config and weight values."""
-    clone = layer.__class__.from_config(layer.get_config())
-    if layer.built:
-        build_config = layer.get_build_config()
-        if build_config:
-            clone.build_from_config(build_config)
-        clone.set_weights(layer.get_weights())
-    return clone
 
 
 def _clone_graph_model(model, clone_layer):
@@ -192,7 +182,7 @@ def prune_low_magnitude(
     )
 
     def keep(layer, copy):
-        return copy_layer(layer) if copy else layer
+        return layer_copies.copy_layer(layer) if copy else layer
 
     def wrap(layer, copy):
         if isinstance(layer, keras.layers.InputLayer):
@@ -210,7 +200,7 @@ def prune_low_magnitude(
             return keep(layer, copy)
         if prune_registry.passes_through(layer):
             return keep(layer, copy)
-        return _new_wrapper(layer if not copy else copy_layer(layer), params)
+        return _new_wrapper(layer if not copy else layer_copies.copy_layer(layer), params)
 
     if isinstance(to_prune, keras.Model):
         check_graph_model(to_prune, "tfprune.prune_low_magnitude")
@@ -303,7 +293,7 @@ def _check_ignored_exist(model, ignored):
 def strip_layer(layer):
     """A plain copy of a wrapper's inner layer with its masks baked in."""
     inner = layer.layer
-    clone = inner.__class__.from_config(inner.get_config())
+    clone = layer_copies.from_config(inner)
     build_config = inner.get_build_config()
     if build_config:
         clone.build_from_config(build_config)

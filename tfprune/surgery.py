@@ -15,12 +15,12 @@ import numpy as np
 from absl import logging
 from keras import tree
 
-from tfprune.masked_wrapper import collect_wrappers
+from tfprune import layer_copies
 from tfprune.dependency import graph as graph_lib
 from tfprune.dependency import layouts
 from tfprune.dependency import trace as trace_lib
 from tfprune.dependency.trace import TensorRef
-from tfprune.masked_wrapper import MaskedWeightsWrapper
+from tfprune.masked_wrapper import MaskedWeightsWrapper, collect_wrappers
 
 
 def _fill(structure, tensors):
@@ -203,7 +203,7 @@ def rebuild(graph, keep=None, name=None):
         config = shrinker.new_config(site)
         config["name"] = _unique_name(layer.name, used)
         try:
-            new_layer = type(layer).from_config(config)
+            new_layer = layer_copies.from_config(layer, config)
         except Exception as err:
             if layer.weights and id(layer) in shrinker.layouts:
                 raise
