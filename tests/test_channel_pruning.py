@@ -235,3 +235,17 @@ def test_shrink_strips_unstructured_wrappers_too():
     stripped = tfprune.strip_pruning(pruned)
     assert small.count_params() == model.count_params()
     assert _rel_err(stripped(_x()), small(_x())) <= 1e-6
+
+
+def test_channels_first_model_warns_that_nothing_can_be_pruned(caplog):
+    import logging
+
+    inputs = keras.Input((3, 8, 8))
+    x = keras.layers.Conv2D(8, 3, data_format="channels_first", name="c1")(inputs)
+    x = keras.layers.Conv2D(8, 3, data_format="channels_first", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(data_format="channels_first")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    with caplog.at_level(logging.WARNING):
+        tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0))
+    messages = [r.getMessage() for r in caplog.records if "no channel group" in r.getMessage()]
+    assert len(messages) == 1 and "channels_first" in messages[0] and "'c1'" in messages[0]

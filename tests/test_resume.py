@@ -281,6 +281,30 @@ def test_damaged_or_foreign_checkpoint_files_are_clear_errors(tmp_path):
     loaded.fit(X, Y, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
 
 
+def test_a_damaged_or_foreign_weights_payload_inside_a_sound_keras_zip_is_a_clear_error(tmp_path):
+    import zipfile
+
+    good, other = str(tmp_path / "good.keras"), str(tmp_path / "other.keras")
+    small_model().save(good)
+    small_model(units=8, prune=False).save(other)
+    with zipfile.ZipFile(good) as original, zipfile.ZipFile(other) as foreign:
+        names = original.namelist()
+        parts = {n: original.read(n) for n in names}
+        foreign_weights = foreign.read("model.weights.h5")
+    payload = parts["model.weights.h5"]
+    for name, weights, message in [
+        ("damaged.keras", payload[:512] + bytes(len(payload) - 512), "cannot be read"),
+        ("foreign.keras", foreign_weights, "fits only the model that wrote it"),
+    ]:
+        path = str(tmp_path / name)
+        with zipfile.ZipFile(path, "w") as out:
+            for n in names:
+                out.writestr(n, weights if n == "model.weights.h5" else parts[n])
+        with pytest.raises(ValueError, match=message) as raised:
+            checkpointing.load_model(path)
+        assert path in str(raised.value)
+
+
 def test_masked_weights_stay_zero_when_the_optimizer_swaps_in_averages():
     # Adam(use_ema=True) replaces the weights by their moving averages when fit
     # ends; the callback re-applies the masks after that.

@@ -211,3 +211,13 @@ def test_unknown_forms_are_clear_errors():
         schedules.deserialize({"initial_sparsity": 0.5})
     with pytest.raises(ValueError, match="pruning_schedule.*Received: 0.5"):
         schedules.deserialize(0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(begin=st.integers(0, 50), span=st.integers(-1, 60), frequency=st.integers(1, 9),
+       after=st.integers(-1, 120))
+def test_first_update_after_is_the_first_step_should_prune_selects(begin, span, frequency, after):
+    end = -1 if span < 0 else begin + span
+    schedule = tfprune.ConstantSparsity(0.5, begin, end_step=end, frequency=frequency)
+    expected = next((s for s in range(after + 1, 400) if schedule.should_prune(s)), None)
+    assert schedule.first_update_after(after) == expected

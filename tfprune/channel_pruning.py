@@ -530,6 +530,23 @@ def _copy_layer(layer, used):
     return clone, set_weights
 
 
+def _warn_nothing_prunable(model, graph):
+    channels_first = sorted({
+        site.operation.name for site in graph.trace.sites
+        if getattr(site.operation, "data_format", None) == "channels_first"
+    })
+    if channels_first:
+        reason = (
+            f"layers {channels_first} use data_format='channels_first', and tfprune "
+            "prunes channels on the last axis only. Build the model channels_last (the "
+            "Keras default) and copy the weights, then prune"
+        )
+    else:
+        reason = "see tfprune.DependencyGraph(model).summary() for why each group is kept"
+    logging.warning("prune_channels: model '%s' has no channel group that can be pruned: %s.",
+                    model.name, reason)
+
+
 def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
                    global_pruning=False, ignored_layers=None):
     """Wraps a model so that whole channels are pruned on a schedule.
@@ -571,6 +588,8 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
     importance_lib.validate(importance)
     _check_round_to(round_to)
     graph = graph_lib.DependencyGraph(model, ignored_layers=ignored_layers)
+    if not graph.prunable_groups:
+        _warn_nothing_prunable(model, graph)
     wrapped_sites = [s for s in graph.trace.sites if isinstance(s.operation, MaskedWeightsWrapper)]
     if wrapped_sites:
         raise ValueError(

@@ -18,6 +18,7 @@ import os
 import zipfile
 
 import numpy as np
+from absl import logging
 
 from tfprune.masked_wrapper import collect_wrappers
 
@@ -230,8 +231,15 @@ def load_model(filepath, **kwargs):
         )
     try:
         model = keras.models.load_model(filepath, **kwargs)
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
+    # h5py reports a damaged weights payload inside a sound zip as KeyError or
+    # RuntimeError ("bad local heap signature"), Keras a payload of another
+    # model as a ValueError about variables.
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as error:
         raise CheckpointError(_CORRUPT_FILE.format(error=error, **details)) from error
+    except ValueError as error:
+        if "variables" not in str(error):
+            raise
+        raise CheckpointError(_FOREIGN_FILE.format(error=error, **details)) from error
     validate_restored_masks(model, source=path)
     return model
 
@@ -311,3 +319,72 @@ def check_backup_restored(model, steps_before, restored_from):
             "would restart from step 0 with no masks. Remedy: delete the backup "
             "directory to start training afresh, or put back its latest.weights.h5."
         )
+
+
+_WATCH = "_tfprune_state_watch"
+
+
+def warn_if_older_state(model, steps_trained):
+    """Warns if the model's pruning state is older than the steps it trained.
+
+    `keras.callbacks.EarlyStopping(restore_best_weights=True)` puts back the
+    weights of the best epoch when training ends, and with them that epoch's
+    masks and `pruning_step`: a less sparse model than the schedule reached.
+
+    Returns:
+      Whether it warned.
+    """
+    steps = [int(np.asarray(w.pruning_step.numpy())) for w in _wrappers(model)]
+    if not steps or max(steps) >= steps_trained:
+        return False
+    zeros = total = 0
+    for wrapper in _wrappers(model):
+        for _, mask in wrapper.masked_weights:
+            value = np.asarray(mask.numpy())
+            zeros += int((value == 0).sum())
+            total += value.size
+    logging.warning(
+        "Model '%s' trained %d pruning steps, but its weights, masks and pruning_step were "
+        "then replaced by an earlier state, of step %d (keras.callbacks.EarlyStopping("
+        "restore_best_weights=True) does this), so its masks are those of step %d "
+        "(%.1f%% of the masked weights are zero), not the schedule's at step %d. To keep "
+        "the pruned model, use EarlyStopping without restore_best_weights, or monitor "
+        "only after the schedule's end_step.",
+        model.name, steps_trained, max(steps), max(steps),
+        100.0 * zeros / max(total, 1), steps_trained,
+    )
+    return True
+
+
+class StateWatch:
+    """Warns once if `model.set_weights` brings back an older pruning state.
+
+    Installed by `UpdatePruningStep` when training ends, so that a callback
+    that restores weights after it (EarlyStopping) is noticed; removed when
+    the next training begins. Use `StateWatch.install(model, steps_trained)`.
+    """
+
+    def __init__(self, model, steps_trained):
+        self.model = model
+        self.steps_trained = steps_trained
+        self._original = model.set_weights
+
+    @classmethod
+    def install(cls, model, steps_trained):
+        cls.remove_from(model)
+        watch = cls(model, steps_trained)
+        model.__dict__[_WATCH] = watch
+        model.__dict__["set_weights"] = watch.set_weights
+        return watch
+
+    @staticmethod
+    def remove_from(model):
+        watch = model.__dict__.pop(_WATCH, None)
+        if watch is not None and model.__dict__.get("set_weights") == watch.set_weights:
+            del model.__dict__["set_weights"]
+
+    def set_weights(self, *args, **kwargs):
+        result = self._original(*args, **kwargs)
+        if warn_if_older_state(self.model, self.steps_trained):
+            StateWatch.remove_from(self.model)  # once
+        return result

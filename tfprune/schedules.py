@@ -187,6 +187,21 @@ class PruningSchedule(abc.ABC):
         turn = ops.equal(ops.mod(ops.subtract(step, self.begin_step), self.frequency), 0)
         return ops.logical_and(in_range, turn)
 
+    def first_update_after(self, step):
+        """The first step greater than `step` at which masks are recomputed, or None.
+
+        Args:
+          step: A host integer.
+
+        Returns:
+          A Python int, or None if the schedule never updates after `step`.
+        """
+        candidate = max(int(step) + 1, self.begin_step)
+        candidate += -(candidate - self.begin_step) % self.frequency
+        if self.end_step >= 0 and candidate > self.end_step:
+            return None
+        return candidate
+
     @abc.abstractmethod
     def sparsity(self, step):
         """The target sparsity at `step`.

@@ -44,9 +44,21 @@ class PruningSummaries(keras.callbacks.Callback):
         if self._writer is None:
             import tensorflow as tf  # TensorBoard's writer; tfprune targets the TF backend.
 
-            os.makedirs(self.log_dir, exist_ok=True)
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
+            folder = os.path.join(self.log_dir, "pruning")
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as error:
+                raise ValueError(
+                    f"PruningSummaries cannot create its log folder '{folder}' under "
+                    f"log_dir='{self.log_dir}': {error.strerror or error}. A file may stand "
+                    "where a folder is needed, or the folder is not writable. Pass a "
+                    "log_dir that is (or can become) a writable folder."
+                ) from error
+            self._writer = tf.summary.create_file_writer(folder)
         return self._writer
+
+    def on_train_begin(self, logs=None):
+        self._summary_writer()  # a bad log_dir fails before training, not after an epoch
 
     def _write(self):
         import tensorflow as tf

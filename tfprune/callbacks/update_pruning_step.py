@@ -89,6 +89,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self.model.name,
             )
             return
+        checkpointing.StateWatch.remove_from(self.model)
         if self._guard is None:
             self._guard = checkpointing.RestoreGuard.install(self.model)
         self._counter = StepCounter.for_model(self.model)
@@ -127,6 +128,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for wrapper in self._wrappers:
             if wrapper.built:
                 wrapper.pruning_step.assign(start)
+        self._warn_if_never_pruned(start)
         by_class = collections.defaultdict(list)
         for wrapper in self._wrappers:
             by_class[type(wrapper)].append(wrapper)
@@ -153,6 +155,39 @@ class UpdatePruningStep(keras.callbacks.Callback):
         )
         if self._agreement is not None:
             self._agreement.check(None)
+
+    def _warn_if_never_pruned(self, start):
+        """Warns once per schedule that will not have pruned by the end of this `fit`."""
+        steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
+        if not steps or not epochs:
+            return  # unknown length (a custom loop, or a dataset without a length)
+        last = start + steps * epochs
+        warned = set()
+        for wrapper in self._wrappers:
+            schedule = getattr(wrapper, "pruning_schedule", None)
+            if schedule is None or repr(schedule) in warned:
+                continue
+            if getattr(wrapper, "sparsity_m_by_n", None) is not None:
+                first = 1  # tfmot's N:M masks: at step 1, whatever the schedule
+            else:
+                first = schedule.first_update_after(0)
+            if first is not None and first <= last:
+                continue
+            warned.add(repr(schedule))
+            if first is None:
+                reason = (
+                    "it has no update step at all: its update steps are begin_step + k * "
+                    "frequency up to end_step, and training starts at step 1 (as in tfmot), "
+                    "so step 0 is never trained"
+                )
+            else:
+                reason = f"its first update is at step {first}, after the last step of this training"
+            logging.warning(
+                "UpdatePruningStep: %s of layer '%s' (and others with the same schedule) "
+                "never prunes in this training of model '%s' (steps %d to %d): %s. "
+                "Lower begin_step or frequency, or raise end_step.",
+                schedule, wrapper.name, self.model.name, start + 1, last, reason,
+            )
 
     # tfmot's custom-loop calls pass keyword arguments (batch=..., epoch=...).
     def on_train_batch_begin(self, batch=None, logs=None, **kwargs):
@@ -191,6 +226,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for wrapper in self._wrappers:
             wrapper._step_counter = None
         _drop_traced_train_function(self.model)
+        if self._wrappers and self._synced:
+            # A callback before this one may have restored an older state
+            # already; one after it would do so through set_weights.
+            trained = self._counter.steps_done()
+            if not checkpointing.warn_if_older_state(self.model, trained):
+                checkpointing.StateWatch.install(self.model, trained)
         if self._wrappers:
             # Optimizers may overwrite the weights when fit ends (use_ema=True
             # swaps in the moving averages, which no constraint masked).
