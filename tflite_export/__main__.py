@@ -36,6 +36,18 @@ flags.DEFINE_integer("max_calibration_samples", 200, "Calibration examples used 
 flags.DEFINE_integer("max_eval_samples", None, "Evaluation examples used at most.")
 flags.DEFINE_integer("runs", 50, "Timed benchmark runs per thread count.")
 flags.DEFINE_integer("warmup", 5, "Warm-up runs per thread count.")
+flags.DEFINE_bool("overwrite", False,
+                  "Replace existing files at --output and its reports even if they were not "
+                  "written by an export (an earlier export's files are always replaced). "
+                  "Never replaces MODEL.")
+flags.DEFINE_float("lock_timeout", 0.0,
+                   "Seconds to wait while another export writes the same --output, then fail.")
+
+
+def _error(e, code):
+    """Prints an exception as one line on stderr and returns the exit code."""
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    return code
 
 
 def _ints(values, flag):
@@ -56,8 +68,11 @@ def main(argv):
 
     import tflite_export
     from tflite_export import datafiles
+    from tflite_export.exporter import check_output_path
 
     try:
+        # Paths first: a wrong --output fails before any data is loaded.
+        check_output_path(argv[1], FLAGS.output, overwrite=FLAGS.overwrite)
         representative = eval_data = None
         if FLAGS.representative_data:
             representative = datafiles.load(FLAGS.representative_data,
@@ -85,11 +100,14 @@ def main(argv):
                 max_eval_samples=FLAGS.max_eval_samples,
                 benchmark_runs=FLAGS.runs,
                 benchmark_warmup=FLAGS.warmup,
+                overwrite=FLAGS.overwrite,
+                lock_timeout=FLAGS.lock_timeout,
                 verbose=1,
             )
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
+    except OSError as e:  # A full disk or a file system error while writing.
+        return _error(e, 1)
     json_path, md_path = tflite_export.report_paths(report.tflite_path)
     print(report.to_markdown())
     print(f"Wrote {report.tflite_path}, {json_path} and {md_path}")

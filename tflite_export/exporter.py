@@ -1,7 +1,12 @@
 """`export`: from a (pruned) model to a `.tflite` file plus its report."""
 
+import contextlib
+import contextvars
 import gzip
+import hashlib
+import math
 import os
+import tempfile
 import time
 
 from absl import logging
@@ -14,6 +19,7 @@ from tflite_export import host_benchmark
 from tflite_export import inspection
 from tflite_export import macs as macs_lib
 from tflite_export import sources
+from tflite_export import report as report_lib
 from tflite_export.report import ExportReport, report_paths
 
 
@@ -65,23 +71,201 @@ def _count_macs(prepared, content):
     return macs_lib.count_tflite_macs(content), "tflite"
 
 
+
+# --- Where export may write ---------------------------------------------------------------
+
+
+def _source_path(model):
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        return os.path.abspath(os.fsdecode(path) if isinstance(path, bytes) else path)
+    return None
+
+
+def _is_source(target, source):
+    """True if writing `target` would touch the model file or folder `source`."""
+    if os.path.realpath(target) == os.path.realpath(source):
+        return True
+    if not os.path.lexists(target):
+        return False
+    try:
+        if os.path.exists(target) and os.path.exists(source) and os.path.samefile(target,
+                                                                                     source):
+            return True
+    except OSError:
+        pass
+    if os.path.isdir(source):  # A SavedModel folder: its files are the model too.
+        inside = os.path.realpath(target)
+        root = os.path.realpath(source)
+        return os.path.commonpath([inside, root]) == root
+    return False
+
+
+def _check_not_source(model, targets):
+    source = _source_path(model)
+    if source is None:
+        return
+    for target in targets:
+        if _is_source(target, source):
+            stem = os.path.splitext(source.rstrip(os.sep))[0]
+            suggestion = stem + ".tflite"
+            if os.path.realpath(suggestion) == os.path.realpath(source):
+                suggestion = source + ".tflite"
+            raise ValueError(
+                f"output_path={targets[0]!r}: writing {target!r} would replace the model being "
+                f"exported ({source!r}) with TFLite output. Choose another output path, e.g. "
+                f"{suggestion!r} (overwrite=True does not allow this)."
+            )
+
+
+def _not_ours(target, output_path, reason):
+    return ValueError(
+        f"output_path={output_path!r}: {target!r} already exists and is not a file written "
+        f"by tflite_export.export ({reason}). Pass overwrite=True (CLI: --overwrite) to "
+        "replace it, or choose another output path."
+    )
+
+
+def _check_replaceable(output_path, targets, overwrite):
+    """Refuses to replace files that are not an earlier export's.
+
+    An earlier export's files are recognised by their report: the
+    `.report.json` beside the output is an `ExportReport` written for this
+    output name that records the SHA-256 and size of the `.tflite` there, and
+    the `.report.md` repeats that SHA-256. Anything else (a user's file, a
+    symlink, a report whose `.tflite` was changed) is only replaced with
+    `overwrite=True`.
+    """
+    for target in targets:
+        if os.path.isdir(target):
+            raise ValueError(
+                f"output_path={output_path!r}: {target!r} is a folder, so the export could "
+                "not be written there; remove or rename that folder, or choose another "
+                "output path."
+            )
+    existing = [t for t in targets if os.path.lexists(t)]
+    if not existing or overwrite:
+        return
+    tflite_path, json_path, md_path = targets
+    for target in existing:
+        if os.path.islink(target):
+            raise _not_ours(target, output_path, "it is a symbolic link; with overwrite=True "
+                                                 "the link itself is replaced, not its target")
+    if json_path not in existing:
+        raise _not_ours(existing[0], output_path, f"there is no report {json_path!r} beside it")
+    try:
+        report = report_lib.load_report(json_path, verify=False)
+    except ValueError as e:
+        raise _not_ours(json_path, output_path, f"it is not an export report: {e}") from e
+    if not report.tflite_sha256:
+        raise _not_ours(json_path, output_path,
+                        "the report records no SHA-256: it is from an older tflite_export, or "
+                        "not a report of this export")
+    if os.path.basename(report.tflite_path) != os.path.basename(tflite_path):
+        raise _not_ours(json_path, output_path,
+                        f"the report describes {os.path.basename(report.tflite_path)!r}")
+    if tflite_path in existing:
+        try:
+            report_lib.check_matches(report, tflite_path, json_path)
+        except ValueError:
+            raise _not_ours(tflite_path, output_path,
+                            f"its SHA-256 is not the one {json_path!r} records: the file was "
+                            "changed after the export") from None
+    if md_path in existing:
+        try:
+            with open(md_path, encoding="utf-8", errors="replace") as f:
+                text = f.read(1 << 20)
+        except OSError as e:
+            raise _not_ours(md_path, output_path, f"it cannot be read: {e}") from e
+        if report.tflite_sha256 not in text:
+            raise _not_ours(md_path, output_path,
+                            f"it does not carry the SHA-256 that {json_path!r} records")
+
+
+def check_output_path(model, output_path, overwrite=False):
+    """Checks where `export(model, output_path)` would write, before anything runs.
+
+    Returns:
+      `(output_path, json_path, md_path)` as absolute paths.
+
+    Raises:
+      ValueError: If the folder is missing, a target is a folder, the name is
+        too long, the output is the model itself, or an existing file is not
+        an earlier export's and `overwrite` is False.
+    """
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite={overwrite!r} must be True or False.")
+    output_path = _io.check_output_folder(output_path, "output_path")
+    targets = (output_path,) + tuple(report_paths(output_path))
+    _io.check_name_lengths(targets)
+    _check_not_source(model, targets)
+    _check_replaceable(output_path, targets, overwrite)
+    return targets
+
+
+def _lock_seconds(lock_timeout):
+    if (isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float))
+            or not math.isfinite(lock_timeout) or lock_timeout < 0):
+        raise ValueError(f"lock_timeout={lock_timeout!r} must be a number of seconds >= 0.")
+    return float(lock_timeout)
+
+
+# `sources` makes its temporary SavedModel with `tempfile.mkdtemp()`; during an
+# export it goes into the export's work folder beside the output (named with
+# the PID, removed by the next export if this process is killed) instead of
+# the system temp folder.
+_work_folder = contextvars.ContextVar("tflite_export_work_folder", default=None)
+
+
+class _TempfileInWorkFolder:
+    """`tempfile` as `sources` sees it: `mkdtemp` defaults to the work folder."""
+
+    def __getattr__(self, name):
+        return getattr(tempfile, name)
+
+    @staticmethod
+    def mkdtemp(suffix=None, prefix=None, dir=None):  # noqa: A002  tempfile's name.
+        return tempfile.mkdtemp(suffix, prefix, dir if dir is not None else _work_folder.get())
+
+
+@contextlib.contextmanager
+def _temporaries_in(folder):
+    if getattr(sources, "tempfile", None) is tempfile:
+        sources.tempfile = _TempfileInWorkFolder()
+    token = _work_folder.set(folder)
+    try:
+        yield
+    finally:
+        _work_folder.reset(token)
+
+
 def export(model, output_path, quantize="int8", representative_data=None, eval_data=None,
            num_threads=(1, 4), *, inference_input_type=None, inference_output_type=None,
            allow_float_fallback=False, sparse_format="auto", input_shape=None,
            max_calibration_samples=200, max_eval_samples=None, benchmark_runs=50,
-           benchmark_warmup=5, verbose=0):
+           benchmark_warmup=5, overwrite=False, lock_timeout=0.0, verbose=0):
     """Converts a model to TFLite, measures it and writes the file and its report.
 
     Writes `output_path` (e.g. `model.tflite`), `model.report.json` and
     `model.report.md` beside it. Nothing is written until every check,
     the conversion, the benchmark and the evaluation have succeeded; then
-    the three files are moved into place atomically.
+    the three files are moved into place as one unit (see `_io`): a process
+    killed half-way leaves the earlier files, or finishes its renames on the
+    next export to that folder. The report records the `.tflite`'s SHA-256,
+    which `load_report` checks.
+
+    While it runs, the export holds a lock on the output (a hidden
+    `.<name>.tflite_export.lock` beside it) and keeps its temporaries,
+    SavedModel included, in a hidden `.<name>.tflite_export-<pid>-*.tmp`
+    folder beside it; both are removed when it returns or raises, and those
+    of killed exports by the next export to that folder.
 
     Args:
       model: A Keras 3 model (tfprune wrappers are stripped and masked
         channels removed with `tfprune.shrink`), a `.keras` file path, a
         SavedModel folder, or a tf_keras model pruned with tfmot.
-      output_path: The `.tflite` file to write; its folder must exist.
+      output_path: The `.tflite` file to write; its folder must exist and be
+        writable. It must not be the model itself.
       quantize: `"int8"` (full-integer, needs `representative_data`),
         `"dynamic"`, `"float16"` or `"float32"`.
       representative_data: Calibration examples for int8: a NumPy array
@@ -107,6 +291,12 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
       max_eval_samples: Evaluation examples used at most (None: all).
       benchmark_runs: Timed runs per thread count.
       benchmark_warmup: Warm-up runs per thread count.
+      overwrite: Replace existing files at the three paths even if they are
+        not an earlier export's (the `.tflite` of an earlier export, whose
+        report records its SHA-256, is always replaced). Never replaces the
+        model being exported.
+      lock_timeout: Seconds to wait while another export writes the same
+        output (at least `_io.LOCK_GRACE_S`), then fail.
       verbose: 1 shows progress bars for evaluation and benchmarking.
 
     Returns:
@@ -114,25 +304,55 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
 
     Raises:
       ValueError: For bad arguments or data (named in the message), a missing
-        output folder, or a model that cannot be converted; raised before any
-        file is written.
+        or read-only output folder, an output path that is the model or an
+        existing file not written by an export (without `overwrite`), or a
+        model that cannot be converted; raised before any file is written.
       conversion.UnsupportedOpsError: (a ValueError) if ops have no INT8
         kernel and `allow_float_fallback` is False.
+      _io.OutputBusyError: (a ValueError) if another export writes the same
+        output for longer than `lock_timeout`.
+      OSError: If the disk fills up while writing (nothing is left
+        half-written).
     """
-    output_path = _io.check_output_folder(output_path, "output_path")
+    targets = check_output_path(model, output_path, overwrite)
+    output_path, json_path, md_path = targets
     input_type, output_type = conversion.resolve_options(
         quantize, inference_input_type, inference_output_type, sparse_format)
     threads = _thread_counts(num_threads)
+    wait = _lock_seconds(lock_timeout)
     if quantize == "int8" and representative_data is None:
         raise ValueError("quantize='int8' needs representative_data (e.g. 100-500 training "
                          "examples) to calibrate activation ranges; or choose "
                          "quantize='dynamic'.")
 
+    folder = os.path.dirname(output_path)
+    key = _io.name_key(os.path.basename(json_path)[:-len(".report.json")])
+    with _io.OutputLock(folder, key, output_path, timeout=wait):
+        _io.clean_stale(folder, held_key=key)
+        # Again under the lock: a killed export's renames may just have been finished.
+        _check_replaceable(output_path, targets, overwrite)
+        work = _io.WorkDir(folder, key)
+        try:
+            return _export_in(work, model, targets, quantize, representative_data, eval_data,
+                              threads, input_type, output_type, allow_float_fallback,
+                              sparse_format, input_shape, max_calibration_samples,
+                              max_eval_samples, benchmark_runs, benchmark_warmup, overwrite,
+                              verbose)
+        finally:
+            work.remove()
+
+
+def _export_in(work, model, targets, quantize, representative_data, eval_data, threads,
+               input_type, output_type, allow_float_fallback, sparse_format, input_shape,
+               max_calibration_samples, max_eval_samples, benchmark_runs, benchmark_warmup,
+               overwrite, verbose):
+    """The export proper; every file goes to `work` until the final commit."""
+    output_path, json_path, md_path = targets
     stages = _Stages(["prepare model", "check data", "convert", "inspect", "evaluate",
                       "benchmark", "write files"])
     stages.start("prepare model")
-    prepared = sources.prepare(model, input_shape=input_shape)
-    temps = []
+    with _temporaries_in(work.path):
+        prepared = sources.prepare(model, input_shape=input_shape)
     try:
         stages.start("check data")
         samples = None
@@ -155,10 +375,8 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
         stages.start("inspect")
         description = inspection.describe(content)
         macs, macs_source = _count_macs(prepared, content)
-        tflite_tmp = _io.temp_path_beside(output_path)
-        temps.append(tflite_tmp)
-        with open(tflite_tmp, "wb") as f:
-            f.write(content)
+        tflite_tmp = work.file(os.path.basename(output_path))
+        _io.write_new_file(tflite_tmp, content, mode=_io.existing_mode(output_path))
 
         fidelity = accuracy = None
         if eval_inputs is not None:
@@ -202,22 +420,22 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
             latency_ms=latency,
             fidelity=fidelity,
             accuracy=accuracy,
+            tflite_sha256=hashlib.sha256(content).hexdigest(),
         )
-        json_path, md_path = report_paths(output_path)
-        json_tmp, md_tmp = _io.temp_path_beside(json_path), _io.temp_path_beside(md_path)
-        temps += [json_tmp, md_tmp]
+        json_tmp = work.file(os.path.basename(json_path))
+        md_tmp = work.file(os.path.basename(md_path))
         stages.stop()
         report.timings_s = dict(stages.timings)
-        report.save(json_tmp, md_tmp)
-        # All content exists; the renames below cannot half-fail on content.
-        os.replace(tflite_tmp, output_path)
-        os.replace(json_tmp, json_path)
-        os.replace(md_tmp, md_path)
-        temps = []
+        _io.write_new_file(json_tmp, report.to_json().encode("utf-8"),
+                           mode=_io.existing_mode(json_path))
+        _io.write_new_file(md_tmp, report.to_markdown().encode("utf-8"),
+                           mode=_io.existing_mode(md_path))
+        # Whatever appeared meanwhile (not by an export: we hold the lock).
+        _check_replaceable(output_path, targets, overwrite)
+        # The .tflite first and the JSON report, which vouches for it, last.
+        work.commit([(tflite_tmp, output_path), (md_tmp, md_path), (json_tmp, json_path)])
         logging.info("Wrote %s (%d bytes), %s and %s", output_path, report.size_bytes,
                      json_path, md_path)
         return report
     finally:
-        for path in temps:
-            _io.remove_quietly(path)
         prepared.cleanup()

@@ -43,6 +43,9 @@ fidelity               null | {"num_samples", "top1_agreement",
 accuracy               null | {"reference", "tflite"}: top-1 accuracy on the
                        eval_data labels
 timings_s              {stage: seconds} spent by the export
+tflite_sha256          str | null, SHA-256 (hex) of the `.tflite` file; with
+                       size_bytes it ties the report to its model:
+                       `load_report` refuses a report whose `.tflite` differs
 =====================  ======================================================
 """
 
@@ -95,6 +98,7 @@ class ExportReport:
     fidelity: dict | None = None
     accuracy: dict | None = None
     timings_s: dict = dataclasses.field(default_factory=dict)
+    tflite_sha256: str | None = None
     created_utc: str = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"))
@@ -172,6 +176,8 @@ class ExportReport:
                        + (", pruning stripped" if self.source.get("stripped") else "")
                        + (", channels shrunk" if self.source.get("shrunk") else "")),
         ]
+        if self.tflite_sha256:
+            rows.append(("SHA-256", f"`{self.tflite_sha256}`"))
         if self.float_ops:
             rows.append(("Float ops", ", ".join(self.float_ops)))
         if self.fidelity:
@@ -197,20 +203,59 @@ class ExportReport:
         return "\n".join(lines) + "\n"
 
 
-def load_report(path):
+def tflite_beside(json_path, report):
+    """The `.tflite` a report describes: the file of its name beside the report."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(json_path)))
+    return os.path.join(folder, os.path.basename(report.tflite_path))
+
+
+def check_matches(report, tflite_path, json_path):
+    """Raises ValueError unless the file at `tflite_path` is the one `report` records.
+
+    Reports without `tflite_sha256` (written before it existed) are not
+    checked.
+    """
+    if not report.tflite_sha256:
+        return
+    size = os.path.getsize(tflite_path)
+    digest = _io.file_sha256(tflite_path)
+    if size != report.size_bytes or digest != report.tflite_sha256:
+        raise ValueError(
+            f"Report {os.fspath(json_path)!r} does not describe {os.fspath(tflite_path)!r}: "
+            f"it records SHA-256 {report.tflite_sha256[:16]}... ({report.size_bytes} bytes) "
+            f"but the file has {digest[:16]}... ({size} bytes), so they come from different "
+            "exports (an interrupted or concurrent export, or an edited file). Export again "
+            "to write both, or pass verify=False to read the report anyway."
+        )
+
+
+def load_report(path, verify=True):
     """Loads an `ExportReport` from a `.report.json` file (or its `.tflite`).
 
+    Args:
+      path: The `.report.json` file, or the `.tflite` file beside it.
+      verify: Check that the `.tflite` beside the report (if it exists) is
+        the file the report describes (its SHA-256 and size).
+
     Raises:
-      ValueError: If the file does not exist or is not a report.
+      ValueError: If the file does not exist or is not a report, or the
+        `.tflite` beside it is not the one it describes.
     """
     path = os.fspath(path)
+    tflite_path = None
     if path.endswith(".tflite"):
+        tflite_path = path
         path = report_paths(path)[0]
     if not os.path.isfile(path):
         raise ValueError(f"Report {path!r} does not exist.")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return ExportReport.from_dict(data)
-    except (json.JSONDecodeError, TypeError) as e:
+        report = ExportReport.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
         raise ValueError(f"{path!r} is not an export report: {e}") from e
+    if verify:
+        tflite_path = tflite_path or tflite_beside(path, report)
+        if os.path.isfile(tflite_path):
+            check_matches(report, tflite_path, path)
+    return report
