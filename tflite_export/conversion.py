@@ -146,6 +146,15 @@ def _run_converter(converter):
         for match in _SELECT_RE.finditer(text):
             ops += [o.strip() for o in match.group(1).split(",")]
         ops += _FLEX_RE.findall(text)
+        if ops and re.search(r"x(?:b)?f16>", text):
+            ops = sorted(set(ops))
+            raise UnsupportedOpsError(
+                f"The model computes in float16 (mixed precision: {', '.join(ops)} take "
+                "float16 tensors), and TFLite has no builtin float16 kernels for them. Export "
+                "the Keras model or .keras file instead (tflite_export converts a float32 copy "
+                "of float16 models), or write the SavedModel from a float32 copy: rebuild the "
+                "model under keras.mixed_precision.set_global_policy('float32') and copy the "
+                "weights with set_weights(...).", ops) from e
         if ops:
             ops = sorted(set(ops))
             raise UnsupportedOpsError(

@@ -12,6 +12,7 @@ evaluation.
 import os
 
 import numpy as np
+from absl import logging
 
 FASHION_MNIST = "fashion_mnist"
 
@@ -38,16 +39,28 @@ def load(value, flag, split):
       `x` or `(x, y)` as NumPy arrays.
 
     Raises:
-      ValueError: If the file is missing, of an unknown kind, or malformed.
+      ValueError: If the file is missing, of an unknown kind, or malformed, or
+        `fashion_mnist:N` has an N that is not a whole number >= 1.
     """
     if value.split(":")[0] == FASHION_MNIST:
         limit = None
         if ":" in value:
+            text = value.split(":", 1)[1]
             try:
-                limit = int(value.split(":", 1)[1])
+                limit = int(text)
             except ValueError:
-                raise ValueError(f"{flag}={value!r}: write fashion_mnist:N with an integer N.")
-        return _fashion_mnist(split, limit)
+                raise ValueError(f"{flag}={value!r}: write fashion_mnist:N with a whole number "
+                                 f"N >= 1 of examples, e.g. {flag}={FASHION_MNIST}:500.")
+            if limit < 1:
+                # Python slicing would read x[:-5] as "all but the last 5".
+                raise ValueError(f"{flag}={value!r}: the number of examples must be >= 1 "
+                                 f"(got {limit}); write e.g. {flag}={FASHION_MNIST}:500, or "
+                                 f"{flag}={FASHION_MNIST} for the whole split.")
+        x, y = _fashion_mnist(split, limit)
+        if limit is not None and x.shape[0] < limit:
+            logging.warning("%s=%s: the Fashion-MNIST %s split has only %d examples; using "
+                            "all of them.", flag, value, split, x.shape[0])
+        return x, y
     if not os.path.isfile(value):
         raise ValueError(f"{flag}={value!r} does not exist (give a .npy or .npz file, or "
                          f"'{FASHION_MNIST}').")

@@ -1,6 +1,7 @@
 """Comparing a `.tflite` model with the model it was converted from."""
 
 import re
+import time
 
 import numpy as np
 from absl import logging
@@ -8,6 +9,8 @@ from absl import logging
 from tflite_export import litert
 
 SERVING_KEY = "serving_default"
+# Seconds between progress messages of a long evaluation.
+PROGRESS_INTERVAL_S = 10.0
 
 
 def natural_key(name):
@@ -46,6 +49,10 @@ class TFLiteRunner:
     def predict(self, inputs, names=None, verbose=0):
         """Runs the model on a batch, one example at a time.
 
+        Progress is logged (absl, INFO) every `PROGRESS_INTERVAL_S` seconds
+        with the examples done and the time left, unless a progress bar is
+        shown.
+
         Args:
           inputs: List of arrays (one per input), batch first.
           names: Source input names, in the order of `inputs`.
@@ -62,20 +69,56 @@ class TFLiteRunner:
             import keras
 
             progbar = keras.utils.Progbar(n, unit_name="example")
+        started = last_log = time.monotonic()
         for i in range(n):
             feed = {name: litert.quantize_input(x[i : i + 1], self._inputs[name])
                     for name, x in zip(order, inputs)}
             result = self._runner(**feed)
             for name in self.output_names:
                 outputs[name].append(litert.dequantize_output(result[name], self._outputs[name]))
-            if progbar is not None and ((i + 1) % 100 == 0 or i + 1 == n):
-                progbar.update(i + 1)
+            if progbar is not None:
+                if (i + 1) % 100 == 0 or i + 1 == n:
+                    progbar.update(i + 1)
+            elif time.monotonic() - last_log >= PROGRESS_INTERVAL_S and i + 1 < n:
+                last_log = time.monotonic()
+                elapsed = last_log - started
+                logging.info("Evaluating the .tflite: %d/%d examples (%.0f%%), %.0f s, about "
+                             "%.0f s left", i + 1, n, 100 * (i + 1) / n, elapsed,
+                             elapsed / (i + 1) * (n - i - 1))
+        if progbar is None and time.monotonic() - started >= PROGRESS_INTERVAL_S:
+            logging.info("Evaluated the .tflite on %d examples in %.0f s", n,
+                         time.monotonic() - started)
         return [np.concatenate(outputs[name]) for name in self.output_names]
 
 
 def _top1(outputs):
     flat = outputs.reshape(outputs.shape[0], -1)
     return flat.argmax(axis=1) if flat.shape[1] > 1 else None
+
+
+def check_labels(labels, num_classes, argument="eval_data"):
+    """Checks that every label is a class of the model's first output.
+
+    Args:
+      labels: int class indices (from `data.eval_arrays`).
+      num_classes: Scores per example of the first output.
+      argument: Argument name used in the message.
+
+    Raises:
+      ValueError: Naming the labels outside `[0, num_classes)` (they would
+        silently count as wrong predictions).
+    """
+    labels = np.asarray(labels)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        shown = ", ".join(f"index {int(i)}: {labels[i].item()}" for i in bad[:3])
+        hint = (" They look 1-based: subtract 1." if labels.min() >= 1
+                and labels.max() == num_classes else "")
+        raise ValueError(
+            f"{argument} has {bad.size} label(s) outside [0, {num_classes}), the classes of "
+            f"the model's first output ({num_classes} scores per example), e.g. {shown}"
+            f"{', ...' if bad.size > 3 else ''}. Give class indices 0..{num_classes - 1} "
+            f"or drop those examples.{hint}")
 
 
 def compare(reference, tflite, labels=None):
@@ -92,6 +135,10 @@ def compare(reference, tflite, labels=None):
       `mean_abs_error` (over all outputs); accuracy is None without labels,
       else a dict with `reference` and `tflite` top-1 accuracy of the first
       output.
+
+    Raises:
+      ValueError: If the output counts differ or a label is not a class of the
+        first output.
     """
     if len(reference) != len(tflite):
         raise ValueError(f"The source model has {len(reference)} outputs but the .tflite "
@@ -106,7 +153,11 @@ def compare(reference, tflite, labels=None):
         "mean_abs_error": float(np.mean([e.mean() for e in errors])),
     }
     accuracy = None
+    if labels is not None and ref_top1 is None:
+        logging.warning("eval_data has labels but the first output has one value per "
+                        "example, not one score per class: no accuracy is reported.")
     if labels is not None and ref_top1 is not None:
+        check_labels(labels, reference[0][0].size)
         accuracy = {
             "reference": float(np.mean(ref_top1 == labels)),
             "tflite": float(np.mean(tfl_top1 == labels)),

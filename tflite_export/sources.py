@@ -16,8 +16,10 @@ the input shape.
 """
 
 import os
+import re
 import shutil
 import tempfile
+import time
 
 import numpy as np
 from absl import logging
@@ -26,6 +28,8 @@ from tflite_export.data import InputSignature
 from tflite_export.macs import count_params
 
 SERVING_KEY = "serving_default"
+# Seconds between progress messages while the source model runs.
+PROGRESS_INTERVAL_S = 10.0
 
 
 class PreparedModel:
@@ -38,7 +42,9 @@ class PreparedModel:
       signatures: `InputSignature` per input (batch dimension 1).
       keras_model: The Keras 3 model that was exported (after strip/shrink),
         or None for SavedModel and tf_keras inputs.
-      params, nonzero_params: Weight counts of the exported model.
+      params, nonzero_params: Weight counts of the exported model: its
+        layers' weights, without pruning masks, thresholds, steps, Taylor
+        probes or optimizer slots (see `model_weights`).
       max_weight_sparsity: Largest fraction of zeros in any kernel (>= 2-D
         weight); decides whether TFLite's sparse format is worth trying.
       stripped, shrunk: Whether pruning wrappers were stripped / channels
@@ -77,9 +83,15 @@ class PreparedModel:
         """
         n = inputs[0].shape[0]
         chunks = []
+        started = last_log = time.monotonic()
         for start in range(0, n, batch_size):
             chunk = [x[start : start + batch_size] for x in inputs]
             chunks.append([np.asarray(o, np.float32) for o in self._reference_fn(chunk)])
+            done = min(start + batch_size, n)
+            if time.monotonic() - last_log >= PROGRESS_INTERVAL_S and done < n:
+                last_log = time.monotonic()
+                logging.info("Running the source model: %d/%d examples (%.0f%%), %.0f s",
+                             done, n, 100 * done / n, last_log - started)
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
     def cleanup(self):
@@ -144,6 +156,198 @@ def _find_layers(model):
         return found
 
 
+# Variables that pruning wrappers keep next to a layer's weights: tfprune's
+# `<weight>_mask`, `<slot>_channel_mask`, `threshold_<i>`, `pruning_step`,
+# `taylor_probe`, `taylor_score`; tfmot's `mask`, `threshold`, `pruning_step`.
+# They live directly under the wrapper's path, and every wrapper of both has
+# a `pruning_step`; the wrapped layer's own weights keep the layer's path.
+_WRAPPER_VARIABLE_RE = re.compile(
+    r"pruning_step|taylor_probe|taylor_score|(?:.+_)?mask|threshold(?:_\d+)?")
+# tfprune's step counter (created by UpdatePruningStep), wherever it is.
+_PRUNING_VARIABLES = frozenset({"tfprune_step_offset"})
+
+
+def variable_path(variable):
+    """`sequential/dense/kernel` for a Keras 3 or TensorFlow variable."""
+    path = getattr(variable, "path", None) or getattr(variable, "name", "") or ""
+    return re.sub(r":\d+$", "", str(path))
+
+
+def model_weights(variables, context=None):
+    """Drops pruning bookkeeping from a list of variables.
+
+    The parameters of a model are its layers' weights (including
+    non-trainable state such as BatchNormalization statistics, as Keras's
+    `count_params` counts them), not the masks, thresholds, steps, channel
+    masks or Taylor probes and scores of tfprune (or tfmot) wrappers. Those are
+    recognised by their names: a variable `<wrapper>/<leaf>` is bookkeeping if
+    some variable `<wrapper>/pruning_step` exists and `<leaf>` is one of
+    `pruning_step`, `taylor_probe`, `taylor_score`, `mask`, `*_mask`,
+    `threshold` or `threshold_<i>`; and `tfprune_step_offset` anywhere.
+
+    Args:
+      variables: Variables (Keras 3 or `tf.Variable`) to filter.
+      context: All variables of the model, to find the wrappers (default
+        `variables`).
+
+    Returns:
+      The variables that are model weights, in order.
+    """
+    context = variables if context is None else context
+    wrappers = set()
+    for v in context:
+        parent, _, leaf = variable_path(v).rpartition("/")
+        if leaf == "pruning_step":
+            wrappers.add(parent)
+    kept = []
+    for v in variables:
+        parent, _, leaf = variable_path(v).rpartition("/")
+        if leaf in _PRUNING_VARIABLES or (
+                parent in wrappers and _WRAPPER_VARIABLE_RE.fullmatch(leaf)):
+            continue
+        kept.append(v)
+    return kept
+
+
+def _all_tf_variables(root):
+    """Every `tf.Variable` reachable from a loaded SavedModel object."""
+    import tensorflow as tf
+
+    found, seen, stack = [], set(), [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, tf.Variable):
+            found.append(obj)
+            continue
+        try:
+            children = obj._trackable_children()  # pylint: disable=protected-access
+        except Exception:  # pylint: disable=broad-except  Not a trackable.
+            continue
+        stack.extend(children.values())
+    return found
+
+
+def _saved_model_weights(loaded, fn):
+    """The weights a SavedModel's serving function reads, without pruning state.
+
+    Only the variables the signature captures count: a SavedModel may also
+    hold optimizer slots, metrics and pruning masks and steps that inference
+    never reads (`tf.saved_model.save(model)` keeps them all, and
+    `loaded.variables` is empty for it). Falls back to `loaded.variables` when
+    the captured variables cannot be matched.
+    """
+    everything = _all_tf_variables(loaded)
+    captured = {id(t) for t in getattr(fn, "captured_inputs", [])}
+    used, seen = [], set()
+    for v in everything:
+        handle = getattr(v, "handle", None)
+        if id(handle) in captured and id(handle) not in seen:
+            seen.add(id(handle))
+            used.append(v)
+    if not used:
+        used = list(getattr(loaded, "variables", []))
+    return model_weights(used, context=everything + list(getattr(loaded, "variables", [])))
+
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def _low_precision_layers(model):
+    """Names (with policy) of layers that compute or store weights in float16."""
+    found = []
+    for layer in [model] + _find_layers(model):
+        policy = getattr(layer, "dtype_policy", None)
+        dtypes = {getattr(policy, "compute_dtype", None), getattr(policy, "variable_dtype", None)}
+        if dtypes & set(_LOW_PRECISION):
+            found.append(f"{layer.name} ({getattr(policy, 'name', policy)})")
+    if not found:
+        import keras
+
+        found = [variable_path(w) for w in model.weights
+                 if keras.backend.standardize_dtype(w.dtype) in _LOW_PRECISION]
+    return found
+
+
+def _float32_policy(value):
+    """The float32 version of a serialized dtype policy or dtype, else None."""
+    if isinstance(value, str):
+        if value in _LOW_PRECISION or value in ("mixed_float16", "mixed_bfloat16"):
+            return "float32"
+        return None
+    if isinstance(value, dict) and isinstance(value.get("config"), dict):
+        config = dict(value["config"])
+        changed = False
+        for key in ("name", "source_name"):
+            name = config.get(key)
+            if isinstance(name, str) and re.search(r"(?:^|_)b?float16$", name):
+                config[key] = re.sub(r"(?:mixed_)?b?float16$", "float32", name)
+                changed = True
+        if changed:
+            return dict(value, config=config)
+    return None
+
+
+def _with_float32_policies(config):
+    """A copy of a serialized model with every float16 dtype (policy) float32."""
+    if isinstance(config, list):
+        return [_with_float32_policies(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    result = {}
+    for key, value in config.items():
+        replaced = _float32_policy(value) if key == "dtype" else None
+        result[key] = replaced if replaced is not None else _with_float32_policies(value)
+    return result
+
+
+def _float32_copy(model, low):
+    """Rebuilds a float16 / mixed-precision Keras model in float32.
+
+    TFLite's converter has no builtin kernels for float16 Conv2D, MatMul,
+    BiasAdd and friends (the float16 quantization mode stores float16 weights
+    but computes in float32), so a model whose layers compute in float16
+    (`mixed_float16`, `float16`, `mixed_bfloat16` policies, global or per
+    layer) is serialized, every float16 dtype policy in its config replaced by
+    float32, rebuilt, and given the original weights cast to float32.
+
+    Raises:
+      ValueError: If the model cannot be rebuilt from its config.
+    """
+    import keras
+
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized.pop("compile_config", None)
+    serialized = _with_float32_policies(serialized)
+    previous = keras.mixed_precision.global_policy()
+    try:
+        keras.mixed_precision.set_global_policy("float32")
+        copy = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
+        weights = [np.asarray(w) for w in model.get_weights()]
+        copy.set_weights([
+            w.astype(np.float32) if keras.backend.standardize_dtype(w.dtype) in _LOW_PRECISION
+            else w for w in weights])
+    except Exception as e:  # pylint: disable=broad-except  Any rebuild failure.
+        raise ValueError(
+            f"Model {model.name!r} computes in float16 ({', '.join(low[:3])}"
+            f"{', ...' if len(low) > 3 else ''}), and TFLite has no builtin float16 kernels "
+            f"for Conv2D/MatMul; tflite_export converts a float32 copy, but rebuilding the "
+            f"model from its config failed: {type(e).__name__}: {e}. Build it again under "
+            "keras.mixed_precision.set_global_policy('float32'), copy the weights with "
+            "set_weights(...) and export that model.") from e
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    left = _low_precision_layers(copy)
+    if left:
+        raise ValueError(
+            f"Model {model.name!r}: these layers still compute in float16 after rebuilding "
+            f"with float32 policies: {', '.join(left[:5])}. Build the model under "
+            "keras.mixed_precision.set_global_policy('float32') and export that.")
+    return copy
+
+
 def has_tfprune_wrappers(model):
     """True if any (nested) layer is a `tfprune.MaskedWeightsWrapper`."""
     try:
@@ -178,6 +382,12 @@ def _prepare_keras(model, input_shape, kind, source_path=None):
             logging.info("Stripping pruning masks with tfprune.strip_pruning")
             model = tfprune.strip_pruning(model)
             stripped = True
+    source_model = model
+    low = _low_precision_layers(model)
+    if low:
+        logging.info("Model %r computes in float16 (%s): converting a float32 copy (TFLite has "
+                     "no float16 kernels for Conv2D/MatMul)", model.name, ", ".join(low[:3]))
+        model = _float32_copy(model, low)
 
     try:
         inputs = list(model.inputs)
@@ -209,7 +419,8 @@ def _prepare_keras(model, input_shape, kind, source_path=None):
         raise
 
     def reference(chunk):
-        outputs = model(chunk if len(chunk) > 1 else chunk[0], training=False)
+        # The model as given (in float16 if it computes in float16), not the copy.
+        outputs = source_model(chunk if len(chunk) > 1 else chunk[0], training=False)
         if isinstance(outputs, dict):
             outputs = list(outputs.values())
         if not isinstance(outputs, (list, tuple)):
@@ -218,7 +429,7 @@ def _prepare_keras(model, input_shape, kind, source_path=None):
 
     return PreparedModel(
         kind=kind, name=model.name, saved_model_dir=saved_model_dir, signatures=signatures,
-        reference_fn=reference, weights=model.weights, keras_model=model,
+        reference_fn=reference, weights=model_weights(model.weights), keras_model=model,
         stripped=stripped, shrunk=shrunk, source_path=source_path, temp_dir=temp_dir)
 
 
@@ -270,7 +481,7 @@ def _prepare_tf_keras(model, input_shape):
 
     return PreparedModel(
         kind="tf_keras", name=model.name, saved_model_dir=saved_model_dir,
-        signatures=signatures, reference_fn=reference, weights=model.weights,
+        signatures=signatures, reference_fn=reference, weights=model_weights(model.weights),
         stripped=stripped, temp_dir=temp_dir)
 
 
@@ -323,7 +534,7 @@ def _prepare_saved_model(path, input_shape):
     return PreparedModel(
         kind="saved_model", name=os.path.basename(os.path.normpath(path)),
         saved_model_dir=saved_model_dir, signatures=signatures, reference_fn=reference,
-        weights=list(getattr(loaded, "variables", [])), source_path=path, temp_dir=temp_dir)
+        weights=_saved_model_weights(loaded, fn), source_path=path, temp_dir=temp_dir)
 
 
 def prepare(model, input_shape=None):
