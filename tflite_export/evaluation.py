@@ -121,6 +121,27 @@ def check_labels(labels, num_classes, argument="eval_data"):
             f"or drop those examples.{hint}")
 
 
+def check_eval_labels(prepared, inputs, labels):
+    """Refuses labels that are not classes of the model, before any conversion.
+
+    Runs the source model on one example to learn the size of its first
+    output; a single-value output has no classes and is not checked.
+
+    Args:
+      prepared: The `sources.PreparedModel`.
+      inputs: Evaluation inputs (list of arrays, one per input).
+      labels: int class indices from `data.eval_arrays`, or None.
+
+    Raises:
+      ValueError: If a label is outside `[0, num_classes)` (see `check_labels`).
+    """
+    if labels is None:
+        return
+    first = np.asarray(prepared.reference([x[:1] for x in inputs])[0])
+    if first[0].size > 1:
+        check_labels(labels, first[0].size)
+
+
 def compare(reference, tflite, labels=None):
     """Computes fidelity and accuracy of the `.tflite` outputs.
 
