@@ -288,7 +288,8 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
       input_shape: Example shape without batch dimension, to fix unknown input
         sizes (e.g. `(224, 224, 3)` for MobileNetV3 built without one).
       max_calibration_samples: Calibration examples used at most.
-      max_eval_samples: Evaluation examples used at most (None: all).
+      max_eval_samples: Evaluation examples used at most (None: all; a
+        generator stops after 10,000, an endless Dataset needs a limit).
       benchmark_runs: Timed runs per thread count.
       benchmark_warmup: Warm-up runs per thread count.
       overwrite: Replace existing files at the three paths even if they are
@@ -365,6 +366,7 @@ def _export_in(work, model, targets, quantize, representative_data, eval_data, t
         if eval_data is not None:
             eval_inputs, eval_labels = data_lib.eval_arrays(
                 eval_data, prepared.signatures, max_samples=max_eval_samples)
+            evaluation.check_eval_labels(prepared, eval_inputs, eval_labels)
 
         stages.start("convert")
         result = conversion.convert(
