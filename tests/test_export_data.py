@@ -15,11 +15,11 @@ import pytest
 
 from export_fixtures import fashion_data, files_in, make_cnn, trained_cnn
 # The same tiny model (8x8x1 -> 3 classes) and 16 random examples as the error tests.
-from test_export_errors import rep, small_model  # noqa: F401  pytest fixtures
+from test_export_errors import _lambda_model, rep, small_model  # noqa: F401  fixtures
 
 import tflite_export
 from tflite_export import data as data_lib
-from tflite_export import datafiles, evaluation, sources
+from tflite_export import conversion, datafiles, evaluation, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNATURE = [data_lib.InputSignature("x", (1, 8, 8, 1), np.dtype("float32"))]
@@ -198,8 +198,12 @@ def test_generator_labels_per_element():
         data_lib.eval_arrays(fractional, SIGNATURE)
 
 
-def test_labels_outside_the_model_classes(small_model, rep, tmp_path):
+def test_labels_outside_the_model_classes(small_model, rep, tmp_path, monkeypatch):
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("labels must be checked before converting")
+
     # The model has 3 outputs: label 3 would silently count as a wrong prediction.
+    monkeypatch.setattr(conversion, "convert", no_conversion)
     with pytest.raises(ValueError, match=r"eval_data has 4 label\(s\) outside \[0, 3\).*"
                                          r"e\.g\. index 3: 3, index 7: 3, index 11: 3, \.\.\."):
         tflite_export.export(small_model, tmp_path / "m.tflite", quantize="float32",
@@ -208,6 +212,7 @@ def test_labels_outside_the_model_classes(small_model, rep, tmp_path):
         tflite_export.export(small_model, tmp_path / "m.tflite", quantize="float32",
                              eval_data=(rep, np.arange(16) % 3 + 1), num_threads=None)
     assert files_in(tmp_path) == []
+    monkeypatch.undo()
     # Whole-number float labels are class indices: accuracy is right, not truncated.
     predicted = small_model.predict(rep, verbose=0).argmax(axis=1).astype(np.float32)
     report = tflite_export.export(small_model, tmp_path / "m.tflite", quantize="float32",
@@ -222,6 +227,34 @@ def test_nan_inputs_are_located():
     with pytest.raises(ValueError, match=r"eval_data contains NaN or infinite values in 2 "
                                          r"example\(s\) of the input 'x', e\.g\. at index 5, 6"):
         data_lib.eval_arrays(x, SIGNATURE)
+
+
+def test_empty_dataset_and_generator():
+    import tensorflow as tf
+
+    empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 8, 8, 1), np.float32))
+    for data in (empty, empty.filter(lambda x: True), (x for x in [])):
+        with pytest.raises(ValueError, match=r"eval_data is empty: give at least one example"):
+            data_lib.eval_arrays(data, SIGNATURE)
+
+
+def test_nan_outputs_are_refused(tmp_path):
+    import keras
+
+    # log of negative activations: the Keras model itself outputs NaN for some examples.
+    model = _lambda_model(keras.ops.log)
+    x = np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"The source model outputs NaN or infinite values for "
+                                         r"\d+ of 32 eval_data examples \(e\.g\. index \d+"):
+        tflite_export.export(model, tmp_path / "m.tflite", quantize="float32", eval_data=x,
+                             num_threads=None)
+    assert files_in(tmp_path) == []
+    finite = [np.zeros((3, 4), np.float32)]
+    broken = [np.array([[0, 0, 0, 0], [np.nan, 0, 0, 0], [0, 0, 0, 0]], np.float32)]
+    with pytest.raises(ValueError, match=r"The converted \.tflite outputs NaN or infinite "
+                                         r"values for 1 of 3 eval_data examples \(e\.g\. "
+                                         r"index 1\).*quantize='float32'"):
+        evaluation.compare(finite, broken)
 
 
 def test_inputs_with_different_counts():
@@ -248,6 +281,16 @@ def test_inputs_with_different_counts():
 def test_fashion_mnist_count_must_be_positive(value, message):
     with pytest.raises(ValueError, match=message):
         datafiles.load(value, "--representative_data", "train")
+
+
+def test_unreadable_npy_files(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    for name in ("objects.npy", "broken.npz"):
+        path = str(tmp_path / name)
+        with pytest.raises(ValueError, match=rf"--eval_data='{path}' could not be read as NumPy "
+                                             r"data"):
+            datafiles.load(path, "--eval_data", "test")
 
 
 def test_cli_refuses_negative_count(tmp_path):
@@ -329,9 +372,28 @@ def test_params_of_wrapped_models_count_only_weights(kind, rep, tmp_path):
         report = tflite_export.export(str(tmp_path / folder), tmp_path / f"{folder}.tflite",
                                       **options)
         assert report.params == base_params, folder
+        assert report.fidelity["max_abs_error"] < 1e-4, folder
         if kind == "magnitude":
             assert report.nonzero_params == live.nonzero_params
             assert 0.4 < report.sparsity < 0.6
+
+
+def test_saved_model_written_by_tf_saved_model_save(small_model, rep, tmp_path):
+    import tensorflow as tf
+
+    folder = str(tmp_path / "saved")
+    tf.saved_model.save(small_model, folder)
+    # Converted as it is, its weights stay variables that LiteRT starts uninitialised
+    # (the .tflite outputs NaN): refused.
+    with pytest.raises(ValueError, match=r"keeps its weights as TensorFlow variables "
+                                         r"\(VAR_HANDLE x\d+, READ_VARIABLE x\d+\)"):
+        conversion.convert(folder, "float32")
+    # export re-saves it with a batch-1 signature first: weights frozen, outputs right.
+    report = tflite_export.export(folder, tmp_path / "m.tflite", quantize="float32",
+                                  eval_data=rep, num_threads=None)
+    assert report.fidelity["max_abs_error"] < 1e-4
+    assert report.params == small_model.count_params()
+    assert report.inputs[0]["shape"] == [1, 8, 8, 1]
 
 
 def test_model_weights_name_rule():

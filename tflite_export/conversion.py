@@ -205,6 +205,31 @@ def _runs_in_litert(content):
         return False
 
 
+# Ops that read or write TensorFlow resource variables at run time: the
+# converter did not freeze the weights, and LiteRT starts them uninitialised.
+_VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
+
+
+def _check_frozen(content):
+    """Refuses a `.tflite` whose weights were not frozen into constants.
+
+    Raises:
+      ValueError: Naming the variable ops (the model would compute with
+        uninitialised weights: NaN or garbage outputs).
+    """
+    from tflite_export import inspection
+
+    ops = inspection.describe(content)["op_counts"]
+    found = [op for op in _VARIABLE_OPS if op in ops]
+    if found:
+        raise ValueError(
+            f"The converted model keeps its weights as TensorFlow variables "
+            f"({', '.join(f'{op} x{ops[op]}' for op in found)}) instead of constants, so "
+            "LiteRT would run it with uninitialised weights (NaN outputs). Export the Keras "
+            "model or a .keras file, or write the SavedModel with "
+            "model.export(path, format='tf_saved_model').")
+
+
 def convert(saved_model_dir, quantize="int8", samples=None, inference_input_type="int8",
             inference_output_type="int8", allow_float_fallback=False, sparse_format="auto",
             weight_sparsity=0.0):
@@ -227,7 +252,8 @@ def convert(saved_model_dir, quantize="int8", samples=None, inference_input_type
       A `ConversionResult`.
 
     Raises:
-      ValueError: If `samples` is missing for int8.
+      ValueError: If `samples` is missing for int8, or the weights were not
+        frozen into constants (variable ops left in the model).
       UnsupportedOpsError: If ops have no INT8 (or no TFLite) kernel.
     """
     if quantize == "int8" and not samples:
@@ -246,6 +272,7 @@ def convert(saved_model_dir, quantize="int8", samples=None, inference_input_type
                 f"{', '.join(floats)}. Pass allow_float_fallback=True to keep them in float "
                 "(the model is then not fully integer), or replace the layers that use them.",
                 floats)
+    _check_frozen(content)
     result = ConversionResult(content=content, sparse=False, dense_size=len(content),
                               float_ops=floats)
 

@@ -64,15 +64,25 @@ def load(value, flag, split):
     if not os.path.isfile(value):
         raise ValueError(f"{flag}={value!r} does not exist (give a .npy or .npz file, or "
                          f"'{FASHION_MNIST}').")
+    if not value.endswith((".npy", ".npz")):
+        raise ValueError(f"{flag}={value!r} is neither a .npy nor a .npz file.")
+    try:
+        return _load_numpy(value, flag)
+    except (OSError, EOFError, ValueError) as e:
+        if str(e).startswith(flag):
+            raise
+        raise ValueError(f"{flag}={value!r} could not be read as NumPy data ({e}); write it "
+                         "with np.save / np.savez from numeric arrays.") from e
+
+
+def _load_numpy(value, flag):
     if value.endswith(".npy"):
         return np.load(value, allow_pickle=False)
-    if value.endswith(".npz"):
-        with np.load(value, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if "x" in keys:
-                return (archive["x"], archive["y"]) if "y" in keys else archive["x"]
-            if keys[:1] == ["arr_0"]:
-                return (archive["arr_0"], archive["arr_1"]) if "arr_1" in keys \
-                    else archive["arr_0"]
-        raise ValueError(f"{flag}={value!r} has arrays {keys}; name them x (and y).")
-    raise ValueError(f"{flag}={value!r} is neither a .npy nor a .npz file.")
+    with np.load(value, allow_pickle=False) as archive:
+        keys = list(archive.keys())
+        if "x" in keys:
+            return (archive["x"], archive["y"]) if "y" in keys else archive["x"]
+        if keys[:1] == ["arr_0"]:
+            return (archive["arr_0"], archive["arr_1"]) if "arr_1" in keys \
+                else archive["arr_0"]
+    raise ValueError(f"{flag}={value!r} has arrays {keys}; name them x (and y).")

@@ -158,12 +158,27 @@ def compare(reference, tflite, labels=None):
       output.
 
     Raises:
-      ValueError: If the output counts differ or a label is not a class of the
+      ValueError: If the output counts differ, an output is NaN or infinite
+        (the numbers would be meaningless), or a label is not a class of the
         first output.
     """
     if len(reference) != len(tflite):
         raise ValueError(f"The source model has {len(reference)} outputs but the .tflite "
                          f"has {len(tflite)}.")
+    for outputs, which, fix in (
+            (reference, "The source model", "the model or eval_data is broken (e.g. a log or "
+             "division of values the model never saw in training); check both in Keras"),
+            (tflite, "The converted .tflite", "the source model's outputs are finite, so the "
+             "conversion is at fault; try quantize='float32' to narrow it down, and for int8 "
+             "representative_data that covers eval_data's range")):
+        bad = sorted(set().union(*(
+            np.flatnonzero(~np.isfinite(o.reshape(o.shape[0], -1)).all(axis=1)).tolist()
+            for o in outputs)))
+        if bad:
+            raise ValueError(
+                f"{which} outputs NaN or infinite values for {len(bad)} of "
+                f"{outputs[0].shape[0]} eval_data examples (e.g. index "
+                f"{', '.join(map(str, bad[:3]))}): {fix}.")
     errors = [np.abs(r.reshape(r.shape[0], -1) - t.reshape(t.shape[0], -1))
               for r, t in zip(reference, tflite)]
     ref_top1, tfl_top1 = _top1(reference[0]), _top1(tflite[0])

@@ -504,24 +504,30 @@ def _prepare_saved_model(path, input_shape):
     dtypes = [np.dtype(spec_dict[n].dtype.as_numpy_dtype) for n in names]
     signatures = _fixed_signatures(names, shapes, dtypes, input_shape)
 
-    saved_model_dir, temp_dir = path, None
-    if any(tuple(s.shape[1:]) != shape[1:] for s, shape in zip(signatures, shapes)):
-        # Unknown non-batch sizes: re-save with a fixed-shape signature.
-        specs = {n: tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=n)
-                 for n, s in zip(names, signatures)}
+    # Re-save with a batch-1 signature that only wraps the serving function.
+    # It fixes unknown sizes, and lets the converter freeze the weights: a
+    # SavedModel written by tf.saved_model.save(keras_model) converts as is
+    # with its variables left as VAR_HANDLE/READ_VARIABLE ops, which LiteRT
+    # runs uninitialised (the .tflite outputs NaN).
+    specs = {n: tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=n)
+             for n, s in zip(names, signatures)}
 
-        @tf.function(input_signature=[specs])
-        def serve(kwargs):
-            return fn(**kwargs)
+    @tf.function(input_signature=[specs])
+    def serve(kwargs):
+        return fn(**kwargs)
 
-        concrete = serve.get_concrete_function()
-        temp_dir = tempfile.mkdtemp(prefix="tflite_export_")
-        saved_model_dir = os.path.join(temp_dir, "saved_model")
-        try:
-            tf.saved_model.save(loaded, saved_model_dir, signatures={SERVING_KEY: concrete})
-        except Exception:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    temp_dir = tempfile.mkdtemp(prefix="tflite_export_")
+    saved_model_dir = os.path.join(temp_dir, "saved_model")
+    try:
+        tf.saved_model.save(loaded, saved_model_dir,
+                            signatures={SERVING_KEY: serve.get_concrete_function()})
+    except Exception as e:  # pylint: disable=broad-except  Convert the original then.
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if any(tuple(s.shape[1:]) != shape[1:] for s, shape in zip(signatures, shapes)):
             raise
+        logging.info("Could not re-save SavedModel %r with a batch-1 signature (%s); "
+                     "converting it as it is", path, e)
+        saved_model_dir, temp_dir = path, None
 
     from tflite_export.evaluation import natural_key
 
