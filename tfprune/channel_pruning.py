@@ -104,6 +104,14 @@ class PruneChannels(MaskedWeightsWrapper):
     # -- state ---------------------------------------------------------------
 
     def build(self, input_shape=None):
+        """Builds the wrapped layer, its weight masks and one mask per channel slot.
+
+        Args:
+          input_shape: The input shape Keras passes.
+
+        Raises:
+          ValueError: If the wrapped layer has no channel weights to mask.
+        """
         if not self.layer.built:
             self.layer.build(input_shape)
         layout = layouts.layout(self.layer)
@@ -199,6 +207,7 @@ class PruneChannels(MaskedWeightsWrapper):
         return np.asarray(self.taylor_score.numpy())
 
     def reset_taylor_scores(self):
+        """Sets the accumulated Taylor scores (see `taylor_scores`) back to zero."""
         if self.taylor_score is not None:
             self.taylor_score.assign(np.zeros(self.taylor_score.shape, np.float32))
 
@@ -221,6 +230,7 @@ class PruneChannels(MaskedWeightsWrapper):
     # -- forward -------------------------------------------------------------
 
     def compute_output_spec(self, *args, **kwargs):
+        """The wrapped layer's output spec: masks do not change the output shape."""
         # Masks and probes keep the wrapped layer's output shape. Asking the
         # layer (rather than tracing call) also works where Keras marks a
         # symbolic tensor sparse (e.g. after `x * (1 / 6)`).
@@ -228,6 +238,12 @@ class PruneChannels(MaskedWeightsWrapper):
         return self.layer.compute_output_spec(*args, **kwargs)
 
     def call(self, inputs, *args, training=None, **kwargs):
+        """Runs the wrapped layer; its masked channels output zero.
+
+        A masked `LayerNormalization` computes its statistics over the kept
+        channels only; with `importance="taylor"`, training also accumulates
+        the gradient scores of the output channels.
+        """
         if self._norm_mask is None and self.taylor_probe is None:
             return super().call(inputs, *args, training=training, **kwargs)
         self.begin_training_step(training)

@@ -274,6 +274,7 @@ class RestoreGuard:
         return guard
 
     def load_weights(self, filepath, *args, **kwargs):
+        """The model's `load_weights`, checked (`load_weights_checked`); remembers the file."""
         result = load_weights_checked(self.model, self._original, filepath, *args, **kwargs)
         self.restored_from = os.fspath(filepath)
         return result
@@ -371,6 +372,12 @@ class StateWatch:
 
     @classmethod
     def install(cls, model, steps_trained):
+        """Watches `model.set_weights` (replacing any earlier watch); returns the watch.
+
+        Args:
+          model: The pruned model that just finished training.
+          steps_trained: Its pruning step at the end of training.
+        """
         cls.remove_from(model)
         watch = cls(model, steps_trained)
         model.__dict__[_WATCH] = watch
@@ -379,11 +386,13 @@ class StateWatch:
 
     @staticmethod
     def remove_from(model):
+        """Puts the model's own `set_weights` back, if a watch is installed."""
         watch = model.__dict__.pop(_WATCH, None)
         if watch is not None and model.__dict__.get("set_weights") == watch.set_weights:
             del model.__dict__["set_weights"]
 
     def set_weights(self, *args, **kwargs):
+        """The model's `set_weights`; warns (once) if it brought back an older state."""
         result = self._original(*args, **kwargs)
         if warn_if_older_state(self.model, self.steps_trained):
             StateWatch.remove_from(self.model)  # once

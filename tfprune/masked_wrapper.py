@@ -176,6 +176,12 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
+        """Builds the wrapped layer, then one all-ones mask per masked weight.
+
+        Args:
+          input_shape: The input shape Keras passes; the wrapped layer is built
+            with it if it is not built yet.
+        """
         if not self.layer.built:
             self.layer.build(input_shape)
         self._build_masks()
@@ -273,6 +279,11 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         self.update_masks_in_step(step)
 
     def call(self, *args, training=None, **kwargs):
+        """Runs the wrapped layer unchanged (its masked weights are already zero).
+
+        In training, first records the step and updates the masks the
+        schedule names for it (`begin_training_step`).
+        """
         self.begin_training_step(training)
         if self.layer._call_has_training_arg:
             kwargs["training"] = training

@@ -120,6 +120,15 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
                 mask_math.validate_block_size(tuple(weight.shape), self.block_size, name)
 
     def build(self, input_shape=None):
+        """Builds the wrapped layer, its masks and one threshold per pruned weight.
+
+        Args:
+          input_shape: The input shape Keras passes.
+
+        Raises:
+          ValueError: If `block_size` or `sparsity_m_by_n` does not fit a
+            pruned weight.
+        """
         if not self.layer.built:
             self.layer.build(input_shape)
         self._validate_patterns()

@@ -87,6 +87,7 @@ class StepCounter:
 
     @property
     def started(self):
+        """Whether `begin` has run, so that steps can be counted."""
         return self._offset is not None
 
     def steps_done(self):

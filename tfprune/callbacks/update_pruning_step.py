@@ -73,6 +73,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
         return self._counter.steps_done()
 
     def set_model(self, model):
+        """Keras' hook; also guards the model's `load_weights` if it is pruned.
+
+        Keras sets the model before any `on_train_begin`, so a backup restored
+        by `BackupAndRestore` is checked whichever callback comes first.
+        """
         super().set_model(model)
         # Keras gives every callback the model before any on_train_begin, so the
         # guard is in place whichever callback restores, in whatever order.
