@@ -28,6 +28,7 @@ from absl import logging
 from tflite_export.stats import LatencyStats
 
 DEVICE_DIR = "/data/local/tmp"
+"""Where the model and `benchmark_model` are pushed on the device."""
 
 # ELF e_machine values of the ABIs Android ships (see the ELF specification).
 _ABI_MACHINES = {

@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 QUANTIZE_MODES = ("int8", "dynamic", "float16", "float32")
+"""The values `export(quantize=...)` accepts."""
 IO_TYPES = ("int8", "uint8", "float32")
 SPARSE_FORMATS = ("auto", "always", "never")
 # Zero fraction above which trying the sparse encoding is worthwhile: below

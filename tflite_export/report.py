@@ -58,6 +58,7 @@ from tflite_export import _io
 from tflite_export.stats import LatencyStats
 
 SCHEMA_VERSION = 1
+"""Version of the report's JSON schema (the module docstring lists its keys)."""
 
 
 def report_paths(tflite_path):

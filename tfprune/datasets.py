@@ -6,10 +6,14 @@ import os
 import numpy as np
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+"""Where the Debian package `dataset-fashion-mnist` installs the idx files."""
+
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+"""The ten class names, indexed by label."""
+
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

@@ -141,6 +141,7 @@ class CallableImportance:
 
 
 NAMES = ("l1", "l2", "bn_scale", "taylor")
+"""The importance criteria `prune_channels` accepts by name (besides a callable)."""
 
 
 def validate(importance):
