@@ -126,6 +126,16 @@ def _not_ours(target, output_path, reason):
     )
 
 
+def _check_not_folders(output_path, targets):
+    for target in targets:
+        if os.path.isdir(target):
+            raise ValueError(
+                f"output_path={output_path!r}: {target!r} is a folder, so the export could "
+                "not be written there; remove or rename that folder, or choose another "
+                "output path."
+            )
+
+
 def _check_replaceable(output_path, targets, overwrite):
     """Refuses to replace files that are not an earlier export's.
 
@@ -136,13 +146,7 @@ def _check_replaceable(output_path, targets, overwrite):
     symlink, a report whose `.tflite` was changed) is only replaced with
     `overwrite=True`.
     """
-    for target in targets:
-        if os.path.isdir(target):
-            raise ValueError(
-                f"output_path={output_path!r}: {target!r} is a folder, so the export could "
-                "not be written there; remove or rename that folder, or choose another "
-                "output path."
-            )
+    _check_not_folders(output_path, targets)
     existing = [t for t in targets if os.path.lexists(t)]
     if not existing or overwrite:
         return
@@ -183,15 +187,17 @@ def _check_replaceable(output_path, targets, overwrite):
 
 
 def check_output_path(model, output_path, overwrite=False):
-    """Checks where `export(model, output_path)` would write, before anything runs.
+    """Checks where `export(model, output_path)` would write, without touching files.
+
+    Whether existing files may be replaced is checked by `export` itself,
+    under the output's lock, after a killed export's renames were finished.
 
     Returns:
       `(output_path, json_path, md_path)` as absolute paths.
 
     Raises:
       ValueError: If the folder is missing, a target is a folder, the name is
-        too long, the output is the model itself, or an existing file is not
-        an earlier export's and `overwrite` is False.
+        too long, or the output is the model itself.
     """
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite={overwrite!r} must be True or False.")
@@ -199,7 +205,7 @@ def check_output_path(model, output_path, overwrite=False):
     targets = (output_path,) + tuple(report_paths(output_path))
     _io.check_name_lengths(targets)
     _check_not_source(model, targets)
-    _check_replaceable(output_path, targets, overwrite)
+    _check_not_folders(output_path, targets)
     return targets
 
 
@@ -329,8 +335,8 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
     folder = os.path.dirname(output_path)
     key = _io.name_key(os.path.basename(json_path)[:-len(".report.json")])
     with _io.OutputLock(folder, key, output_path, timeout=wait):
+        # A killed export's renames are finished first, so its files count as an export's.
         _io.clean_stale(folder, held_key=key)
-        # Again under the lock: a killed export's renames may just have been finished.
         _check_replaceable(output_path, targets, overwrite)
         work = _io.WorkDir(folder, key)
         try:
