@@ -340,16 +340,19 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
         _check_replaceable(output_path, targets, overwrite)
         work = _io.WorkDir(folder, key)
         try:
-            return _export_in(work, model, targets, quantize, representative_data, eval_data,
-                              threads, input_type, output_type, allow_float_fallback,
-                              sparse_format, input_shape, max_calibration_samples,
-                              max_eval_samples, benchmark_runs, benchmark_warmup, overwrite,
-                              verbose)
+            return _export_in(
+                work, model, targets, quantize=quantize, representative_data=representative_data,
+                eval_data=eval_data, threads=threads, input_type=input_type,
+                output_type=output_type, allow_float_fallback=allow_float_fallback,
+                sparse_format=sparse_format, input_shape=input_shape,
+                max_calibration_samples=max_calibration_samples,
+                max_eval_samples=max_eval_samples, benchmark_runs=benchmark_runs,
+                benchmark_warmup=benchmark_warmup, overwrite=overwrite, verbose=verbose)
         finally:
             work.remove()
 
 
-def _export_in(work, model, targets, quantize, representative_data, eval_data, threads,
+def _export_in(work, model, targets, *, quantize, representative_data, eval_data, threads,
                input_type, output_type, allow_float_fallback, sparse_format, input_shape,
                max_calibration_samples, max_eval_samples, benchmark_runs, benchmark_warmup,
                overwrite, verbose):
