@@ -403,6 +403,18 @@ def test_a_second_export_of_the_same_path_fails_fast_or_waits(tiny, tmp_path):
             proc.communicate(timeout=60)
 
 
+def test_file_system_without_locks_still_exports(tiny, tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    _export(tiny, tmp_path / "m.tflite")
+    _assert_consistent(tmp_path / "m.tflite")
+    assert files_in(tmp_path) == UNIT
+
+
 def test_racing_exports_leave_one_consistent_unit(tmp_path):
     """A float32 and an int8 export of the same path at once: both succeed, one after the
     other; the three files are the last one's."""

@@ -55,6 +55,7 @@ _MAX_KEY = 80
 # even lock_timeout=0 waits this long before reporting the path as busy.
 LOCK_GRACE_S = 2.0
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 class OutputBusyError(ValueError):
@@ -328,6 +329,15 @@ class OutputLock:
             except BlockingIOError:
                 os.close(fd)
                 return False
+            except OSError as e:
+                if e.errno not in _NO_LOCKS:
+                    os.close(fd)
+                    raise
+                logging.warning("%s: the file system does not support file locks (%s); two "
+                                "exports of the same output at once are not detected.",
+                                self.path, e.strerror)
+                self._fd = fd
+                return True
             except BaseException:
                 os.close(fd)
                 raise
