@@ -26,6 +26,8 @@ import re
 import numpy as np
 from absl import logging
 
+from tflite_export import _quiet
+
 QUANTIZE_MODES = ("int8", "dynamic", "float16", "float32")
 """The values `export(quantize=...)` accepts."""
 IO_TYPES = ("int8", "uint8", "float32")
@@ -138,9 +140,15 @@ _FLEX_RE = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
 
 
 def _run_converter(converter):
-    """Converts, turning converter errors about missing ops into ValueErrors."""
+    """Converts, turning converter errors about missing ops into ValueErrors.
+
+    The converter's native stderr goes through `_quiet.filtered_stderr()`: its
+    known noise (`fully_quantize: 0, ...`) is dropped, everything else shows,
+    and all of it shows if the conversion fails.
+    """
     try:
-        return converter.convert()
+        with _quiet.filtered_stderr():
+            return converter.convert()
     except Exception as e:  # ConverterError has no stable import path.
         text = str(e)
         ops = []
