@@ -65,6 +65,9 @@ def main(argv):
         raise app.UsageError("--output is required, e.g. --output=model.tflite")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.INFO)  # Progress of each stage on stderr.
+    from tflite_export import _quiet
+
+    _quiet.setup()  # TensorFlow/LiteRT without their CUDA/oneDNN start-up lines
 
     import tflite_export
     from tflite_export import datafiles

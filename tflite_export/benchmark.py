@@ -58,6 +58,9 @@ def main(argv):
                              "python -m tflite_export.benchmark model.tflite --num_threads=1,4")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.INFO)
+    from tflite_export import _quiet
+
+    _quiet.setup()  # TensorFlow/LiteRT without their CUDA/oneDNN start-up lines
     try:
         threads = [int(t) for t in FLAGS.num_threads]
     except ValueError:
