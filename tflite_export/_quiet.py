@@ -148,7 +148,7 @@ def _warm_litert():
     litert.Interpreter(model_content=model).allocate_tensors()
 
 
-def setup(litert=True):
+def setup(litert=True, tensorflow=True):
     """Imports TensorFlow and Keras without their start-up noise; call before importing them.
 
     Sets `TF_CPP_MIN_LOG_LEVEL=2` unless the variable is set (C++ errors still
@@ -163,6 +163,8 @@ def setup(litert=True):
     Args:
       litert: Also start LiteRT (when installed), whose first interpreter
         prints an INFO line.
+      tensorflow: Import TensorFlow and Keras; False for entry points that
+        only run LiteRT (about 5 s less start-up).
     """
     global _done
     if _done:
@@ -172,10 +174,11 @@ def setup(litert=True):
     if not gpu_driver_present():
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     with filtered_stderr():
-        import keras  # noqa: F401
-        import tensorflow as tf
+        if tensorflow:
+            import keras  # noqa: F401
+            import tensorflow as tf
 
-        tf.constant(0.0) + 1.0
+            tf.constant(0.0) + 1.0
         if litert:
             _warm_litert()
     tf_logger = logging.getLogger("tensorflow")

@@ -60,7 +60,7 @@ def main(argv):
         logging.set_verbosity(logging.INFO)
     from tflite_export import _quiet
 
-    _quiet.setup()  # TensorFlow/LiteRT without their CUDA/oneDNN start-up lines
+    _quiet.setup(tensorflow=False)  # LiteRT without its XNNPACK INFO line
     try:
         threads = [int(t) for t in FLAGS.num_threads]
     except ValueError:
