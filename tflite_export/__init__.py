@@ -7,13 +7,14 @@ Public API:
 * `compare_reports(reports)` (Markdown) and `plot_reports(reports, path)` (PNG)
 * `count_macs(keras_model)`, `count_tflite_macs(path)`
 * `load_report(path)`, `ExportReport`, `SCHEMA_VERSION`, `LatencyStats`
-* `UnsupportedOpsError`
+* `UnsupportedOpsError`, `OutputBusyError`
 * `tflite_export.android.benchmark(...)` for a device or emulator.
 
 CLIs: `python -m tflite_export MODEL --output=...` and
 `python -m tflite_export.benchmark model.tflite --num_threads=1,4`.
 """
 
+from tflite_export._io import OutputBusyError
 from tflite_export.comparison import compare_reports, plot_reports
 from tflite_export.conversion import QUANTIZE_MODES, UnsupportedOpsError
 from tflite_export.exporter import export
@@ -28,6 +29,7 @@ __all__ = [
     "ExportReport",
     "LatencyStats",
     "MacCountError",
+    "OutputBusyError",
     "UnsupportedOpsError",
     "benchmark",
     "compare_reports",

@@ -1,12 +1,9 @@
 """`export`: from a (pruned) model to a `.tflite` file plus its report."""
 
-import contextlib
-import contextvars
 import gzip
 import hashlib
 import math
 import os
-import tempfile
 import time
 
 from absl import logging
@@ -216,35 +213,6 @@ def _lock_seconds(lock_timeout):
     return float(lock_timeout)
 
 
-# `sources` makes its temporary SavedModel with `tempfile.mkdtemp()`; during an
-# export it goes into the export's work folder beside the output (named with
-# the PID, removed by the next export if this process is killed) instead of
-# the system temp folder.
-_work_folder = contextvars.ContextVar("tflite_export_work_folder", default=None)
-
-
-class _TempfileInWorkFolder:
-    """`tempfile` as `sources` sees it: `mkdtemp` defaults to the work folder."""
-
-    def __getattr__(self, name):
-        return getattr(tempfile, name)
-
-    @staticmethod
-    def mkdtemp(suffix=None, prefix=None, dir=None):  # noqa: A002  tempfile's name.
-        return tempfile.mkdtemp(suffix, prefix, dir if dir is not None else _work_folder.get())
-
-
-@contextlib.contextmanager
-def _temporaries_in(folder):
-    if getattr(sources, "tempfile", None) is tempfile:
-        sources.tempfile = _TempfileInWorkFolder()
-    token = _work_folder.set(folder)
-    try:
-        yield
-    finally:
-        _work_folder.reset(token)
-
-
 def export(model, output_path, quantize="int8", representative_data=None, eval_data=None,
            num_threads=(1, 4), *, inference_input_type=None, inference_output_type=None,
            allow_float_fallback=False, sparse_format="auto", input_shape=None,
@@ -361,8 +329,9 @@ def _export_in(work, model, targets, *, quantize, representative_data, eval_data
     stages = _Stages(["prepare model", "check data", "convert", "inspect", "evaluate",
                       "benchmark", "write files"])
     stages.start("prepare model")
-    with _temporaries_in(work.path):
-        prepared = sources.prepare(model, input_shape=input_shape)
+    # The temporary SavedModel goes into the work folder beside the output
+    # (named with the PID, removed by the next export if this one is killed).
+    prepared = sources.prepare(model, input_shape=input_shape, temp_dir=work.path)
     try:
         stages.start("check data")
         samples = None

@@ -367,7 +367,7 @@ def _is_tf_keras_model(model):
     return module.startswith("tf_keras") or module.startswith("tensorflow_model_optimization")
 
 
-def _prepare_keras(model, input_shape, kind, source_path=None):
+def _prepare_keras(model, input_shape, kind, source_path=None, temp_dir=None):
     import keras
 
     stripped = shrunk = False
@@ -408,7 +408,7 @@ def _prepare_keras(model, input_shape, kind, source_path=None):
         model(np.zeros((1,) + tuple(shapes[0][1:]), np.float32))
     signatures = _fixed_signatures(names, shapes, dtypes, input_shape)
 
-    temp_dir = tempfile.mkdtemp(prefix="tflite_export_")
+    temp_dir = tempfile.mkdtemp(prefix="tflite_export_", dir=temp_dir)
     saved_model_dir = os.path.join(temp_dir, "saved_model")
     specs = [keras.InputSpec(shape=s.shape, dtype=s.dtype.name) for s in signatures]
     try:
@@ -433,7 +433,7 @@ def _prepare_keras(model, input_shape, kind, source_path=None):
         stripped=stripped, shrunk=shrunk, source_path=source_path, temp_dir=temp_dir)
 
 
-def _prepare_tf_keras(model, input_shape):
+def _prepare_tf_keras(model, input_shape, temp_dir=None):
     import tensorflow as tf
 
     stripped = False
@@ -462,7 +462,7 @@ def _prepare_tf_keras(model, input_shape):
             return {f"output_{i}": o for i, o in enumerate(outputs)}
         return {"output_0": outputs}
 
-    temp_dir = tempfile.mkdtemp(prefix="tflite_export_")
+    temp_dir = tempfile.mkdtemp(prefix="tflite_export_", dir=temp_dir)
     saved_model_dir = os.path.join(temp_dir, "saved_model")
     try:
         module = tf.Module()
@@ -485,7 +485,7 @@ def _prepare_tf_keras(model, input_shape):
         stripped=stripped, temp_dir=temp_dir)
 
 
-def _prepare_saved_model(path, input_shape):
+def _prepare_saved_model(path, input_shape, temp_dir=None):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)
@@ -516,7 +516,7 @@ def _prepare_saved_model(path, input_shape):
     def serve(kwargs):
         return fn(**kwargs)
 
-    temp_dir = tempfile.mkdtemp(prefix="tflite_export_")
+    temp_dir = tempfile.mkdtemp(prefix="tflite_export_", dir=temp_dir)
     saved_model_dir = os.path.join(temp_dir, "saved_model")
     try:
         tf.saved_model.save(loaded, saved_model_dir,
@@ -543,7 +543,7 @@ def _prepare_saved_model(path, input_shape):
         weights=_saved_model_weights(loaded, fn), source_path=path, temp_dir=temp_dir)
 
 
-def prepare(model, input_shape=None):
+def prepare(model, input_shape=None, temp_dir=None):
     """Resolves an `export` input into a `PreparedModel`.
 
     Args:
@@ -553,6 +553,9 @@ def prepare(model, input_shape=None):
         stripped with `tfmot.sparsity.keras.strip_pruning`).
       input_shape: Example shape without the batch dimension (or one per
         input) that fills unknown input sizes.
+      temp_dir: The folder for the temporary SavedModel (default: the
+        system's temp folder); `export` uses its work folder beside the
+        output.
 
     Returns:
       A `PreparedModel`; call its `cleanup()` when done.
@@ -568,7 +571,7 @@ def prepare(model, input_shape=None):
             if not os.path.exists(os.path.join(path, "saved_model.pb")):
                 raise ValueError(f"model={path!r} is a folder without saved_model.pb; pass a "
                                  "SavedModel folder or a .keras file.")
-            return _prepare_saved_model(path, input_shape)
+            return _prepare_saved_model(path, input_shape, temp_dir)
         if not os.path.isfile(path):
             raise ValueError(f"model={path!r} does not exist.")
         if not path.endswith((".keras", ".h5")):
@@ -583,11 +586,12 @@ def prepare(model, input_shape=None):
         except Exception as e:
             raise ValueError(f"model={path!r} could not be loaded with "
                              f"keras.saving.load_model: {e}") from e
-        return _prepare_keras(loaded, input_shape, "keras_file", source_path=path)
+        return _prepare_keras(loaded, input_shape, "keras_file", source_path=path,
+                              temp_dir=temp_dir)
     if isinstance(model, keras.Model):
-        return _prepare_keras(model, input_shape, "keras")
+        return _prepare_keras(model, input_shape, "keras", temp_dir=temp_dir)
     if _is_tf_keras_model(model):
-        return _prepare_tf_keras(model, input_shape)
+        return _prepare_tf_keras(model, input_shape, temp_dir)
     raise ValueError(
         f"model must be a Keras 3 model, a tf_keras model, a .keras path or a SavedModel "
         f"folder; got {type(model).__module__}.{type(model).__name__}."
