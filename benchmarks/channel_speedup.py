@@ -29,7 +29,9 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tflite_export import _quiet  # noqa: E402
+
+_quiet.setup()  # before TensorFlow: no CUDA/oneDNN start-up lines
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402

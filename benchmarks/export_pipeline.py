@@ -15,8 +15,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tflite_export import _quiet  # noqa: E402
+
+_quiet.setup()  # before TensorFlow: no CUDA/oneDNN start-up lines
 
 import numpy as np  # noqa: E402
 

@@ -21,7 +21,9 @@ import gc
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tflite_export import _quiet  # noqa: E402
+
+_quiet.setup()  # before TensorFlow: no CUDA/oneDNN start-up lines
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402

@@ -3,11 +3,12 @@
 * `define_flags(...)` and `start(...)`: the flags every script has
   (`--output_dir`, `--train_images`, `--test_images`, `--frequency`,
   `--seed`) and what every `main` does first.
-* `quiet()`: TensorFlow and LiteRT write start-up lines (oneDNN, CUDA
-  drivers, "Created TensorFlow Lite XNNPACK delegate") and converter chatter
-  straight to file descriptor 2, where `TF_CPP_MIN_LOG_LEVEL` does not reach.
-  Inside `quiet()` that output goes to a temporary file, which is replayed
-  on stderr if the block raises, so nothing is lost when something fails.
+* `import_tensorflow()`: TensorFlow's start-up lines (oneDNN, CUDA drivers)
+  are filtered by `tflite_export._quiet.setup()`, as in every entry point.
+* `quiet()`: TensorFlow and LiteRT write converter chatter straight to file
+  descriptor 2, where `TF_CPP_MIN_LOG_LEVEL` does not reach. Inside
+  `quiet()` that output goes to a temporary file, which is replayed on
+  stderr if the block raises, so nothing is lost when something fails.
 * `load_fashion_mnist(...)`: Fashion-MNIST slices (Debian package
   `dataset-fashion-mnist`) in the guides' format: float images in [0, 1].
 * `Progress`: numbered progress lines with the time each step took, and
@@ -82,12 +83,16 @@ def quiet():
 
 
 def import_tensorflow():
-    """Imports TensorFlow and Keras without their start-up lines; returns keras."""
-    with quiet():
-        import keras
-        import tensorflow as tf
+    """Imports TensorFlow and Keras without their start-up lines; returns keras.
 
-        tf.constant(0.0) + 1.0  # device initialisation logs here
+    The start-up is `tflite_export._quiet.setup()`, shared by every entry point.
+    """
+    from tflite_export import _quiet
+
+    _quiet.setup()
+    import keras
+    import tensorflow as tf
+
     tf.get_logger().setLevel("ERROR")
     return keras
 

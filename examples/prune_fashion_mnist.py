@@ -30,7 +30,9 @@ import math
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tflite_export import _quiet  # noqa: E402
+
+_quiet.setup()  # before TensorFlow: no CUDA/oneDNN start-up lines
 
 from absl import app, flags  # noqa: E402
 
