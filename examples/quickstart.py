@@ -255,7 +255,8 @@ def summary(labels, reports):
                  "dense float32"]
         if latency(r) and latency(dense_int8):
             speed = latency(dense_int8) / latency(r)
-            parts.append(f"{speed:.1f}x faster than dense int8" if speed >= 1 else
+            parts.append("as fast as dense int8" if abs(speed - 1) < 0.05 else
+                         f"{speed:.1f}x faster than dense int8" if speed > 1 else
                          f"{1 / speed:.1f}x slower than dense int8")
         if acc(r) is not None and acc(dense) is not None:
             parts.append(f"{acc(r) - acc(dense):+.2f} accuracy points")
