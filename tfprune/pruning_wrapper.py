@@ -173,8 +173,8 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         """`[(mask, threshold)]` for the current weights at `step` (tensors)."""
         sparsity = self.pruning_schedule.sparsity(step)
         results = []
-        for (weight, _), threshold, (_, axis) in zip(
-            self.masked_weights, self.thresholds, prune_registry.prunable_weights(self.layer)
+        for (weight, _), (_, axis) in zip(
+            self.masked_weights, prune_registry.prunable_weights(self.layer)
         ):
             if self.sparsity_m_by_n is not None:
                 mask = mask_math.m_by_n_mask_ops(
