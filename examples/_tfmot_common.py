@@ -19,10 +19,8 @@
   optimizer state, two more copies of every weight for Adam, is saved anyway).
 """
 
-import contextlib
 import gzip
 import os
-import sys
 import tempfile
 import time
 
@@ -60,26 +58,11 @@ def start(name, channel_axis=False):
     return keras, out, load_fashion_mnist(FLAGS.train_images, FLAGS.test_images, channel_axis)
 
 
-@contextlib.contextmanager
 def quiet():
     """Diverts native stderr (fd 2) into a temp file; replays it on error."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            capture.seek(0)
-            os.write(2, capture.read())
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+    from tflite_export import _quiet
+
+    return _quiet.filtered_stderr(drop=lambda line: True)
 
 
 def import_tensorflow():

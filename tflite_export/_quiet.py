@@ -102,11 +102,11 @@ def is_noise(line, cuda=None):
 
 
 @contextlib.contextmanager
-def filtered_stderr():
+def filtered_stderr(drop=None):
     """Sends native stderr (fd 2) to a temporary file; writes back all but the noise.
 
-    On leaving the block, every captured line for which `is_noise` is False
-    is written to the real stderr, in order. If the block raises, everything
+    On leaving the block, every captured line for which `drop` (default:
+    `is_noise`) is False is written to the real stderr, in order. If the block raises, everything
     captured is written back, noise included, so nothing is lost when
     something fails. Python's `sys.stderr` writes inside the block are
     captured as well (they go to fd 2) and written back the same way.
@@ -118,7 +118,12 @@ def filtered_stderr():
     except OSError:  # No fd 2 at all: nothing to filter.
         yield
         return
-    cuda = not gpu_driver_present()
+    if drop is None:
+        cuda = not gpu_driver_present()
+
+        def drop(line):
+            return is_noise(line, cuda)
+
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         failed = False
@@ -134,7 +139,7 @@ def filtered_stderr():
             capture.seek(0)
             text = capture.read().decode("utf-8", "replace")
             kept = text if failed else "".join(
-                line for line in text.splitlines(keepends=True) if not is_noise(line, cuda))
+                line for line in text.splitlines(keepends=True) if not drop(line))
             if kept:
                 os.write(2, kept.encode("utf-8"))
 
