@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from tfprune.masked_wrapper import collect_wrappers
+from tfprune.step_counter import wrapper_steps
 
 _GUARD = "_tfprune_restore_guard"
 
@@ -305,7 +306,7 @@ def check_backup_restored(model, steps_before, restored_from):
       CheckpointError: Naming the epoch and the remedy.
     """
     initial_epoch = getattr(model, "_initial_epoch", None)  # set by BackupAndRestore
-    steps_now = [int(np.asarray(w.pruning_step.numpy())) for w in _wrappers(model)]
+    steps_now = wrapper_steps(collect_wrappers(model))
     if (
         restored_from is None
         and initial_epoch is not None
@@ -335,7 +336,7 @@ def warn_if_older_state(model, steps_trained):
     Returns:
       Whether it warned.
     """
-    steps = [int(np.asarray(w.pruning_step.numpy())) for w in _wrappers(model)]
+    steps = wrapper_steps(collect_wrappers(model))
     if not steps or max(steps) >= steps_trained:
         return False
     zeros = total = 0
