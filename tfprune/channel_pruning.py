@@ -22,13 +22,13 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfprune import handlers
 from tfprune import importance as importance_lib
 from tfprune import layer_copies
 from tfprune import schedules as schedules_lib
 from tfprune import surgery
 from tfprune.prune import ignored_layer_names
 from tfprune.dependency import graph as graph_lib
-from tfprune.dependency import layouts
 from tfprune.dependency import trace as trace_lib
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 
@@ -64,9 +64,10 @@ class PruneChannels(MaskedWeightsWrapper):
     for the whole model).
 
     Each channel slot of the layer (`"in"`, `"out"`, `"channel"`, ...; see
-    `tfprune.dependency.layouts`) has a 0/1 channel mask variable; the weight
-    masks are their outer products along the weight axes. A wrapped
-    LayerNormalization normalizes over the kept channels only.
+    `tfprune.handlers.Layout`) has a 0/1 channel mask variable; the weight
+    masks are their outer products along the weight axes. A wrapped layer
+    whose handler defines `masked_call` (LayerNormalization: statistics over
+    the kept channels only) computes what its thinner copy will.
 
     Args:
       layer: The layer to wrap (Conv, Dense, BatchNormalization, ...).
@@ -96,7 +97,8 @@ class PruneChannels(MaskedWeightsWrapper):
         self.ignored_layers = list(ignored_layers or [])
         self._layout = None
         self._channel_masks = {}
-        self._norm_mask = None
+        self._handler = None
+        self._masked_call = False
         self.taylor_probe = None
         self.taylor_score = None
         self._channel_pruner = None
@@ -114,7 +116,8 @@ class PruneChannels(MaskedWeightsWrapper):
         """
         if not self.layer.built:
             self.layer.build(input_shape)
-        layout = layouts.layout(self.layer)
+        self._handler = handlers.handler_for(self.layer)
+        layout = self._handler.layout(self.layer)
         if layout is None:
             raise ValueError(
                 f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no channel "
@@ -131,8 +134,8 @@ class PruneChannels(MaskedWeightsWrapper):
                 name=f"{slot}_channel_mask", shape=(size,), initializer="ones",
                 trainable=False, aggregation="only_first_replica",
             )
-        if isinstance(self.layer, keras.layers.LayerNormalization):
-            self._norm_mask = self._channel_masks["channel"]
+        self._masked_call = (
+            type(self._handler).masked_call is not handlers.LayerHandler.masked_call)
         if self.importance == "taylor" and "out" in layout.slots:
             size = layout.slots["out"]
             # The probe multiplies the output by (1 + p - stop_gradient(p)),
@@ -156,7 +159,7 @@ class PruneChannels(MaskedWeightsWrapper):
 
     @property
     def layout(self):
-        """The wrapped layer's `tfprune.dependency.layouts.Layout`."""
+        """The wrapped layer's `tfprune.handlers.Layout`."""
         return self._layout
 
     def channel_masks(self):
@@ -194,7 +197,7 @@ class PruneChannels(MaskedWeightsWrapper):
                 if entry.variable is variable and entry.maskable:
                     shape = [1] * mask.ndim
                     shape[entry.axis] = -1
-                    mask = mask * current[entry.slot].reshape(shape)
+                    mask = mask * entry.expand(current[entry.slot]).reshape(shape)
             weight_masks.append(mask)
         self.set_masks(weight_masks)
         for slot, value in current.items():
@@ -240,18 +243,21 @@ class PruneChannels(MaskedWeightsWrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         """Runs the wrapped layer; its masked channels output zero.
 
-        A masked `LayerNormalization` computes its statistics over the kept
-        channels only; with `importance="taylor"`, training also accumulates
-        the gradient scores of the output channels.
+        Layers whose handler defines `masked_call` (LayerNormalization
+        computes its statistics over the kept channels only) run that; with
+        `importance="taylor"`, training also accumulates the gradient scores
+        of the output channels.
         """
-        if self._norm_mask is None and self.taylor_probe is None:
+        if not self._masked_call and self.taylor_probe is None:
             return super().call(inputs, *args, training=training, **kwargs)
         self.begin_training_step(training)
-        if self._norm_mask is not None:
-            outputs = self._masked_layer_norm(inputs)
-        else:
-            if self.layer._call_has_training_arg:
-                kwargs["training"] = training
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        outputs = NotImplemented
+        if self._masked_call:
+            outputs = self._handler.masked_call(
+                self.layer, self._channel_masks, inputs, *args, **kwargs)
+        if outputs is NotImplemented:
             outputs = self.layer(inputs, *args, **kwargs)
         if self.taylor_probe is not None:
             probe = keras.ops.cast(self.taylor_probe, outputs.dtype)
@@ -259,31 +265,6 @@ class PruneChannels(MaskedWeightsWrapper):
                 self.taylor_score.assign_add(keras.ops.abs(self.taylor_probe))
             outputs = outputs * (1.0 + probe - keras.ops.stop_gradient(probe))
         return outputs
-
-    def _masked_layer_norm(self, inputs):
-        """LayerNormalization whose statistics use the kept channels only.
-
-        Removed channels output 0. Shrinking the model then gives an ordinary
-        LayerNormalization over the kept channels: the same numbers.
-        """
-        ln = self.layer
-        ops = keras.ops
-        x = ops.cast(inputs, "float32")
-        mask = ops.cast(self._norm_mask, "float32")
-        count = ops.maximum(ops.sum(mask), 1.0)
-        mean = ops.sum(x * mask, axis=-1, keepdims=True) / count
-        centered = (x - mean) * mask
-        variance = ops.sum(ops.square(centered), axis=-1, keepdims=True) / count
-        inv = ops.rsqrt(variance + ln.epsilon)
-        if ln.rms_scaling:
-            outputs = x * inv
-        else:
-            outputs = centered * inv
-        if ln.gamma is not None:
-            outputs = outputs * ops.cast(ln.gamma, "float32")
-        if ln.beta is not None:
-            outputs = outputs + ops.cast(ln.beta, "float32")
-        return ops.cast(outputs * mask, ln.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

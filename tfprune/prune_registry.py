@@ -1,7 +1,8 @@
 """Which Keras layers can be pruned, which of their weights, and along what axis.
 
-The registry is the single place that knows layer types. `PruneLowMagnitude`
-talks to it through three functions:
+Which weights a layer type holds is its handler's knowledge
+(`tfprune.handlers`); this module holds the rules of acceptance, as tfmot's,
+and the messages. `PruneLowMagnitude` talks to it through three functions:
 
 - `is_prunable(layer)`: whether the wrapper may wrap `layer` (call it in the
   wrapper's constructor);
@@ -16,8 +17,8 @@ What is accepted, as in tfmot:
 
 - a layer that opts in, by subclassing `tfprune.PrunableLayer` or by simply
   defining a `get_prunable_weights()` method: those weights are pruned;
-- a built-in Keras layer of an exact class listed below (`_BUILTIN`): the
-  weights that hold its connections are pruned;
+- a layer of the exact class a handler is registered for
+  (`tfprune.handlers`): the weights its handler names are pruned;
 - normalization layers and `PReLU`: wrapped with nothing pruned;
 - a layer without weights (`Flatten`, `ReLU`, `MaxPooling2D`, ...): wrapped
   with nothing pruned. A custom layer that is not built yet is accepted on the
@@ -31,124 +32,18 @@ nor opted in, an already wrapped layer, and any other layer with weights.
 
 import keras
 
+from tfprune import handlers
+from tfprune.handlers.recurrent import opted_in_weights as _opted_in_weights
+from tfprune.handlers.recurrent import opts_in as _opts_in
 from tfprune.masked_wrapper import MaskedWeightsWrapper
-from tfprune.prunable_layer import PrunableLayer
-
-_layers = keras.layers
-
-# Layers whose weights are never pruned, but which may be wrapped or sit in a
-# pruned model: they hold per-channel statistics or scales, not connections.
-_KEEP_WEIGHTS = (
-    _layers.BatchNormalization,
-    _layers.LayerNormalization,
-    _layers.GroupNormalization,
-    _layers.UnitNormalization,
-    _layers.Normalization,
-    _layers.PReLU,
-)
-
-_RNN = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.SimpleRNN)
-_RNN_CELLS = (_layers.SimpleRNNCell, _layers.LSTMCell, _layers.GRUCell)
-_CONV_LSTM = (_layers.ConvLSTM1D, _layers.ConvLSTM2D, _layers.ConvLSTM3D)
 
 
-def _einsum_input_axis(layer):
-    """The last contracted axis of an EinsumDense kernel (its input channels)."""
-    inputs_and_kernel, output = layer.equation.split("->")
-    kernel_spec = inputs_and_kernel.split(",")[1]
-    contracted = [i for i, c in enumerate(kernel_spec) if c not in output]
-    return contracted[-1] if contracted else 0
-
-
-def _default_axis(weight):
-    """Input axis of an opted-in weight: rows of a matrix, `-2` of a conv kernel."""
-    return -2 if len(weight.shape) > 2 else 0
-
-
-def _opted_in_weights(layer):
-    return [(w, _default_axis(w)) for w in layer.get_prunable_weights()]
-
-
-def _rnn_cells(layer):
-    """The cells of an RNN layer, with `StackedRNNCells` (nested too) flattened."""
-    cells, pending = [], [layer.cell]
-    while pending:
-        cell = pending.pop(0)
-        if isinstance(cell, _layers.StackedRNNCells):
-            pending = list(cell.cells) + pending
-        else:
-            cells.append(cell)
-    return cells
-
-
-def _rnn_weights(layer):
-    weights = []
-    for cell in _rnn_cells(layer):
-        if _opts_in(cell):
-            weights.extend(_opted_in_weights(cell))
-        else:
-            # Kernels are (input, units * gates): input channels are rows.
-            weights.extend([(cell.kernel, 0), (cell.recurrent_kernel, 0)])
-    return weights
-
-
-def _mha_weights(layer):
-    # As tfmot: the query, key, value and output projections.
-    parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
-    return [(p.kernel, _einsum_input_axis(p)) for p in parts]
-
-
-def _kernel(axis):
-    return lambda layer: [(layer.kernel, axis)]
-
-
-def _pointwise(layer):
-    # As tfmot: the pointwise kernel holds nearly all connections; the
-    # depthwise one is tiny and pruning it costs accuracy for nothing.
-    return [(layer.pointwise_kernel, -2)]
-
-
-def _conv_lstm(layer):
-    # Not in tfmot's registry; pruned like LSTM: input and recurrent kernels,
-    # laid out (*spatial, in, 4 * filters).
-    return [(layer.cell.kernel, -2), (layer.cell.recurrent_kernel, -2)]
-
-
-# Exact class -> function of the built layer returning (variable, input_axis)
-# pairs. Exact classes, as tfmot: a subclass must opt in.
-_BUILTIN = {
-    _layers.Dense: _kernel(0),
-    _layers.EinsumDense: lambda layer: [(layer.kernel, _einsum_input_axis(layer))],
-    _layers.Conv1D: _kernel(-2),
-    _layers.Conv2D: _kernel(-2),
-    _layers.Conv3D: _kernel(-2),
-    # Transposed kernels are laid out (*spatial, out, in).
-    _layers.Conv1DTranspose: _kernel(-1),
-    _layers.Conv2DTranspose: _kernel(-1),
-    _layers.Conv3DTranspose: _kernel(-1),
-    # tfmot leaves depthwise kernels dense; tfprune prunes them (a choice the
-    # README states).
-    _layers.DepthwiseConv1D: _kernel(-2),
-    _layers.DepthwiseConv2D: _kernel(-2),
-    _layers.SeparableConv1D: _pointwise,
-    _layers.SeparableConv2D: _pointwise,
-    _layers.Embedding: lambda layer: [(layer.embeddings, -1)],
-    _layers.MultiHeadAttention: _mha_weights,
-    **{cls: _rnn_weights for cls in _RNN},
-    **{cls: _conv_lstm for cls in _CONV_LSTM},
-}
-
-
-def _opts_in(layer):
-    """Whether `layer` says itself which weights to prune (tfmot's duck typing)."""
-    return isinstance(layer, PrunableLayer) or callable(
-        getattr(layer, "get_prunable_weights", None)
-    )
-
-
-def _builtin_base(layer):
-    """The first built-in prunable class `layer` subclasses, if any."""
-    return next((cls for cls in type(layer).__mro__[1:] if cls in _BUILTIN), None)
+def _builtin_handler(layer):
+    """`(registered class, handler)` if the layer's handler prunes it, else `(None, None)`."""
+    cls, handler = handlers.lookup(layer)
+    if handler is None or type(handler).prunable_weights is handlers.LayerHandler.prunable_weights:
+        return None, None
+    return cls, handler
 
 
 def _problem(layer):
@@ -167,9 +62,9 @@ def _problem(layer):
         )
     if _opts_in(layer):
         return None
-    if type(layer) in _BUILTIN:
-        return _rnn_cell_problem(layer) if type(layer) in _RNN else None
-    base = _builtin_base(layer)
+    base, handler = _builtin_handler(layer)
+    if base is type(layer) or (handler is not None and handler.prunes_nothing):
+        return handler.unstructured_problem(layer)
     if base is not None:
         return (
             f"Layer '{layer.name}' of class {type(layer).__name__} subclasses "
@@ -182,8 +77,6 @@ def _problem(layer):
             "it returns the variables to prune, e.g. [self.kernel]. To keep the layer "
             "dense instead, leave it out (ignored_layers=[...] when pruning a model)."
         )
-    if isinstance(layer, _KEEP_WEIGHTS):
-        return None
     if isinstance(layer, keras.Model):
         return (
             f"'{layer.name}' is a keras.Model, not a layer to wrap. Pass the model to "
@@ -198,19 +91,6 @@ def _problem(layer):
             "prunable by subclassing tfprune.PrunableLayer (or defining a "
             "get_prunable_weights() method) that returns the variables to prune."
         )
-    return None
-
-
-def _rnn_cell_problem(layer):
-    for cell in _rnn_cells(layer):
-        if type(cell) not in _RNN_CELLS and not _opts_in(cell):
-            return (
-                f"RNN layer '{layer.name}' ({type(layer).__name__}) has cell "
-                f"'{cell.name}' of type {type(cell).__name__}, which tfprune cannot "
-                "prune. Use keras.layers.SimpleRNNCell, LSTMCell or GRUCell (or "
-                "StackedRNNCells of them), or make the cell prunable by subclassing "
-                "tfprune.PrunableLayer (or defining get_prunable_weights())."
-            )
     return None
 
 
@@ -245,7 +125,10 @@ def passes_through(layer):
       A bool. False too for layers that cannot be pruned at all (check
       `is_prunable`).
     """
-    return _problem(layer) is None and not _opts_in(layer) and type(layer) not in _BUILTIN
+    if _problem(layer) is not None or _opts_in(layer):
+        return False
+    _, handler = _builtin_handler(layer)
+    return handler is None or handler.prunes_nothing
 
 
 def prunable_weights(layer):
@@ -267,8 +150,8 @@ def prunable_weights(layer):
         raise ValueError(problem)
     if _opts_in(layer):
         return _opted_in_weights(layer)
-    spec = _BUILTIN.get(type(layer))
-    return spec(layer) if spec is not None else []
+    _, handler = _builtin_handler(layer)
+    return (handler.prunable_weights(layer) or []) if handler is not None else []
 
 
 def unsupported_layer_message(layer):

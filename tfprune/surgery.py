@@ -5,8 +5,8 @@ plain, thinner functional model that computes what the masked model
 computed. The rebuild replays the model graph call site by call site
 (`replay`): each layer is re-created from its config with fewer
 filters/units (and `groups`, `projection_dim`, `target_shape` adjusted) and
-given sliced weights; each `keras.ops` operation is applied again to the new
-tensors. Nested models are flattened into the new model: their layers
+given sliced weights, as its handler (`tfprune.handlers`) says; each
+`keras.ops` operation is applied again to the new tensors. Nested models are flattened into the new model: their layers
 become layers of the result, with their names.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 from absl import logging
 from keras import tree
 
+from tfprune import handlers
 from tfprune import layer_copies
 from tfprune.dependency import graph as graph_lib
-from tfprune.dependency import layouts
 from tfprune.dependency import trace as trace_lib
 from tfprune.dependency.trace import TensorRef
 from tfprune.masked_wrapper import MaskedWeightsWrapper, collect_wrappers
@@ -94,7 +94,8 @@ def replay(trace, make_operation, name=None):
 
 
 class _Shrinker:
-    """Computes new configs and sliced weights from a graph and kept channels."""
+    """Kept channels of a graph, as the handlers' `shrink_config` and
+    `shrink_weights` ask for them (see `tfprune.LayerHandler`)."""
 
     def __init__(self, graph, keep):
         self.graph = graph
@@ -111,52 +112,36 @@ class _Shrinker:
             return tensor.channels
         return int(self.keep[self.graph.channel_of(elements)].sum())
 
-    def kept(self, layer, slot):
-        return int(self.slot_keep(layer, slot).sum())
+    def for_site(self, site):
+        return _ShrinkContext(self, site)
 
-    def new_config(self, site):
-        layer = site.layer
-        config = layer.get_config()
-        layout = self.layouts.get(id(layer))
-        if layout is not None:
-            if isinstance(layer, layouts.CONV):
-                config["filters"] = self.kept(layer, "out")
-                groups = int(config.get("groups", 1) or 1)
-                if groups > 1 and "in" not in layout.slots:
-                    # Depthwise-style grouping follows the kept input channels.
-                    config["groups"] = self.tensor_kept(site.inputs[0])
-            elif isinstance(layer, layouts.SEPARABLE + layouts.CONV_TRANSPOSE):
-                config["filters"] = self.kept(layer, "out")
-            elif isinstance(layer, keras.layers.Dense):
-                config["units"] = self.kept(layer, "out")
-            elif isinstance(layer, keras.layers.Embedding):
-                config["output_dim"] = self.kept(layer, "out")
-            elif layouts._is_layer_scale(layer):
-                config["projection_dim"] = self.kept(layer, "channel")
-        elif isinstance(layer, keras.layers.Reshape) and self.graph.site_reason(site.index) is None:
-            config["target_shape"] = self.target_shape(site)
-        return config
 
-    def target_shape(self, site, with_batch=False):
-        out = site.outputs[0]
+class _ShrinkContext:
+    """What a handler sees of the first call site of a layer being shrunk."""
+
+    def __init__(self, shrinker, site):
+        self._shrinker = shrinker
+        self.site = site
+        self.layout = shrinker.layouts.get(id(site.layer))
+
+    def slot_keep(self, slot):
+        """Kept flags of a slot of the layer."""
+        return self._shrinker.slot_keep(self.site.layer, slot)
+
+    def kept(self, slot):
+        """Kept entries of a slot of the layer."""
+        return int(self.slot_keep(slot).sum())
+
+    def tensor_kept(self, tensor):
+        """Kept channels of a traced tensor."""
+        return self._shrinker.tensor_kept(tensor)
+
+    def target_shape(self, with_batch=False):
+        """The site's output shape with kept channels (None dims as -1)."""
+        out = self.site.outputs[0]
         dims = list(out.shape if with_batch else out.shape[1:])
         dims[-1] = self.tensor_kept(out)
         return tuple(-1 if d is None else d for d in dims)
-
-    def sliced_weights(self, layer, values):
-        layout = self.layouts.get(id(layer))
-        if layout is None:
-            return values
-        by_var = {}
-        for entry in layout.axes:
-            by_var.setdefault(id(entry.variable), []).append(entry)
-        out = []
-        for variable, value in zip(layer.weights, values):
-            for entry in by_var.get(id(variable), ()):
-                index = np.nonzero(self.slot_keep(layer, entry.slot))[0]
-                value = np.take(value, index, axis=entry.axis)
-            out.append(value)
-        return out
 
 
 def rebuild(graph, keep=None, name=None):
@@ -183,10 +168,15 @@ def rebuild(graph, keep=None, name=None):
 
     def make_operation(site, used):
         layer = site.layer
+        handler = handlers.handler_for(layer)
+        ctx = shrinker.for_site(site)
+        # A call the handler could not link keeps all its channels: nothing
+        # of it changes unless it has weights sliced by a coupled group.
+        rewrite = graph.site_reason(site.index) is None or ctx.layout is not None
         if not isinstance(layer, keras.layers.Layer):
             operation = copy_operation(layer)
-            if type(layer).__name__ == "Reshape" and graph.site_reason(site.index) is None:
-                operation.newshape = shrinker.target_shape(site, with_batch=True)
+            if rewrite:
+                handler.shrink_operation(operation, ctx)
             return operation, None
         if isinstance(site.operation, MaskedWeightsWrapper):
             if not hasattr(site.operation, "channel_masks"):
@@ -200,7 +190,9 @@ def rebuild(graph, keep=None, name=None):
             values = [np.asarray(v) for v in site.operation.baked_weights()]
         else:
             values = [np.asarray(v) for v in layer.get_weights()]
-        config = shrinker.new_config(site)
+        config = layer.get_config()
+        if rewrite:
+            config = handler.shrink_config(layer, config, ctx)
         config["name"] = _unique_name(layer.name, used)
         try:
             new_layer = layer_copies.from_config(layer, config)
@@ -210,7 +202,7 @@ def rebuild(graph, keep=None, name=None):
             logging.warning("Re-using layer '%s' (cannot re-create it from its config: %s).",
                             layer.name, err)
             return layer, None
-        sliced = shrinker.sliced_weights(layer, values)
+        sliced = handler.shrink_weights(layer, values, ctx)
 
         def set_weights(new):
             if sliced:

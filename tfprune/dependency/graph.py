@@ -1,8 +1,8 @@
 """`DependencyGraph`: which channels of a Keras model must be removed together.
 
 The graph is built once from a model and only describes it. Every channel of
-every tensor and every entry of every layer slot is an element; channel
-rules (`rules`) link elements that must go together; a *channel* of the
+every tensor and every entry of every layer slot is an element; each layer's
+handler (`tfprune.handlers`) links elements that must go together; a *channel* of the
 model is a connected set of linked elements, and a *group* gathers the
 channels that touch exactly the same tensors and slots (the 64 output
 filters of a conv, with the matching BatchNormalization entries and the
@@ -19,11 +19,11 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfprune import handlers
 from tfprune.dependency import components
-from tfprune.dependency import layouts
-from tfprune.dependency import rules
 from tfprune.dependency import trace as trace_lib
-from tfprune.dependency.layouts import Unsupported
+from tfprune.handlers.common import describe
+from tfprune.handlers.layout import Unsupported
 
 MODEL_INPUT = "model input"
 MODEL_OUTPUT = "feeds model output"
@@ -38,7 +38,7 @@ class Member:
       slot: Slot name in the layer's layout (`"in"`, `"out"`, `"channel"`, ...).
       variable: The weight.
       axis: The axis of `variable` that runs over the slot.
-      role: `"producer"`, `"consumer"` or `"param"` (see `layouts`).
+      role: `"producer"`, `"consumer"` or `"param"` (see `tfprune.handlers.Layout`).
       indices: Int array: positions along `axis` that belong to the group.
       channels: Int array, same length: the group channel each position is.
     """
@@ -132,7 +132,7 @@ class _Builder:
     def layout_of(self, layer, site=None):
         key = id(layer)
         if key not in self.layouts:
-            layout = layouts.layout(layer)
+            layout = handlers.handler_for(layer).layout(layer)
             if layout is not None and None in layout.slots.values():
                 # A LayerNormalization without gamma or beta: its slot is as
                 # wide as its input.
@@ -219,7 +219,7 @@ class DependencyGraph:
 
     Walks `model.operations` (so `keras.ops` nodes such as the `Add` of
     `inputs + x` count), through nested models, and links channels with the
-    rules in `tfprune.dependency.rules`. The model is not changed.
+    handlers of `tfprune.handlers`. The model is not changed.
 
     Args:
       model: A Keras 3 Sequential or functional model (it may hold tfprune
@@ -263,11 +263,11 @@ class DependencyGraph:
                 builder.block(builder.tensor_elements(t), MODEL_INPUT)
         self._site_reasons = {}
         for site in self.trace.sites:
-            ctx = rules.Context(builder, site)
+            ctx = handlers.LinkContext(builder, site)
             try:
-                rules.rule_for(site)(ctx)
+                handlers.handler_for(site.layer).link(ctx)
             except Unsupported as err:
-                reason = f"{rules.describe(site.layer)}: {err}"
+                reason = f"{describe(site.layer)}: {err}"
                 self._site_reasons[site.index] = reason
                 builder.block(builder.site_elements(site), reason)
                 continue
@@ -368,7 +368,7 @@ class DependencyGraph:
                 if key[0] == "tensor":
                     for site in tensor_sites.get(key[1], ()):
                         layout = builder.layouts.get(id(site.layer), (None, None))[1]
-                        name = rules.describe(site.layer) if layout is None else None
+                        name = describe(site.layer) if layout is None else None
                         if name and name not in seen_via:
                             seen_via.add(name)
                             group.via.append(name)
@@ -379,13 +379,15 @@ class DependencyGraph:
                 comps = self._labels[ids]
                 inside = self._comp_group[comps] == g
                 group.layers.append((layer, slot))
+                indices = np.nonzero(inside)[0]
+                channels = self._comp_pos[comps[inside]]
                 for entry in layout.axes:
                     if entry.slot != slot:
                         continue
                     group.members.append(Member(
                         layer=layer, slot=slot, variable=entry.variable, axis=entry.axis,
-                        role=entry.role, indices=np.nonzero(inside)[0],
-                        channels=self._comp_pos[comps[inside]],
+                        role=entry.role, indices=entry.positions(indices, size),
+                        channels=np.tile(channels, entry.blocks),
                     ))
 
     # -- queries -----------------------------------------------------------
