@@ -30,6 +30,7 @@ API_MODULES = (
     "tfprune.step_counter",
     "tfprune.importance",
     "tfprune.dependency",
+    "tfprune.handlers",
     "tfprune.datasets",
     "tflite_export",
     "tflite_export.android",
@@ -192,7 +193,7 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     import keras
 
     blocks = _python_blocks("README.md")
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     rng = np.random.default_rng(0)
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(8, 3, activation="relu", name="stem")(inputs)
@@ -209,6 +210,13 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert namespace["thin"].count_params() <= namespace["model"].count_params()
     assert namespace["report"].accuracy is not None
     assert sorted(os.listdir(tmp_path)) == ["model.report.json", "model.report.md", "model.tflite"]
+    # The custom-layer example: the registered layer's channels were removed.
+    from tfprune import handlers
+
+    handlers.unregister_handler(namespace["ChannelScale"])
+    scales = [layer for layer in namespace["thin_scaled"].layers
+              if type(layer).__name__ == "ChannelScale"]
+    assert scales[0].scale.shape == (8,)
 
 
 # --- the site ----------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ Wrap a model (`prune_low_magnitude`, `prune_channels`), train it with the
 """
 
 from tfprune import datasets
+from tfprune import handlers
 from tfprune import multi_worker
 from tfprune import pruning_policy
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune.handlers import LayerHandler, register_handler
 from tfprune.masked_wrapper import MaskedWeightsWrapper
 from tfprune.prunable_layer import PrunableLayer
 from tfprune.prune import prune_low_magnitude, prune_scope, strip_pruning

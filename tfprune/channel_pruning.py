@@ -101,6 +101,7 @@ class PruneChannels(MaskedWeightsWrapper):
         self._masked_call = False
         self.taylor_probe = None
         self.taylor_score = None
+        self._weight_probes = {}
         self._channel_pruner = None
 
     # -- state ---------------------------------------------------------------
@@ -152,7 +153,60 @@ class PruneChannels(MaskedWeightsWrapper):
                 name="taylor_score", shape=(size,), initializer="zeros", trainable=False,
                 aggregation="mean",
             )
+        self._weight_probes = {}
+        if self.importance == "taylor":
+            for slot in self._probed_slots(layout):
+                size = layout.slots[slot]
+                # Probes on the weights: every maskable weight along the slot
+                # is read as w * (1 + p - stop_gradient(p)) (still w), so
+                # dL/dp is dL/dmask of the slot's entries (e.g. heads).
+                probe = self.add_weight(name=f"{slot}_taylor_probe", shape=(size,),
+                                        initializer="zeros", trainable=True)
+                probe.overwrite_with_gradient = True
+                score = self.add_weight(name=f"{slot}_taylor_score", shape=(size,),
+                                        initializer="zeros", trainable=False, aggregation="mean")
+                self._weight_probes[slot] = (probe, score)
         self.built = True
+
+    @staticmethod
+    def _probed_slots(layout):
+        """Slots that produce channels but are not the layer's output channels.
+
+        The `"out"` slot is probed on the output; `"in"` slots only read
+        channels that their producers score. The others (attention heads,
+        FFN units inside a block, recurrent units) are probed on the weights.
+        """
+        producing = {entry.slot for entry in layout.axes if entry.role == "producer"}
+        return [slot for slot in layout.slots if slot in producing and slot not in ("out", "in")]
+
+    def _call_with_weight_probes(self, inputs, *args, **kwargs):
+        """Runs the layer with every probed slot's weights read through its probe."""
+        ops = keras.ops
+        factors = {slot: 1.0 + probe - ops.stop_gradient(probe)
+                   for slot, (probe, _) in self._weight_probes.items()}
+        scaled = {}
+        for entry in self._layout.axes:
+            if entry.slot not in factors or not entry.maskable:
+                continue
+            variable = entry.variable
+            value = scaled.get(id(variable), (variable, variable.value))[1]
+            factor = ops.cast(factors[entry.slot], value.dtype)
+            if entry.blocks > 1:
+                factor = ops.tile(factor, (entry.blocks,))
+            shape = [1] * len(value.shape)
+            shape[entry.axis] = -1
+            scaled[id(variable)] = (variable, value * ops.reshape(factor, shape))
+        mapped = {id(v) for v, _ in scaled.values()}
+        with keras.StatelessScope(state_mapping=list(scaled.values())) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        # Assignments inside the scope (moving statistics, dropout seeds) are
+        # collected there: apply them.
+        for variable in self.layer.variables:
+            if id(variable) not in mapped:
+                value = scope.get_current_value(variable)
+                if value is not None:
+                    variable.assign(value)
+        return outputs
 
     def get_masked_weights(self):
         return self._layout.masked_variables()
@@ -203,16 +257,20 @@ class PruneChannels(MaskedWeightsWrapper):
         for slot, value in current.items():
             self._channel_masks[slot].assign(value)
 
-    def taylor_scores(self):
-        """Accumulated |dL/dmask| of the output channels, or None."""
-        if self.taylor_score is None:
+    def taylor_scores(self, slot="out"):
+        """Accumulated |dL/dmask| of a slot's entries (default the output channels), or None."""
+        score = self.taylor_score if slot == "out" else self._weight_probes.get(slot, (0, None))[1]
+        if score is None:
             return None
-        return np.asarray(self.taylor_score.numpy())
+        return np.asarray(score.numpy())
 
     def reset_taylor_scores(self):
         """Sets the accumulated Taylor scores (see `taylor_scores`) back to zero."""
+        scores = [score for _, score in self._weight_probes.values()]
         if self.taylor_score is not None:
-            self.taylor_score.assign(np.zeros(self.taylor_score.shape, np.float32))
+            scores.append(self.taylor_score)
+        for score in scores:
+            score.assign(np.zeros(score.shape, np.float32))
 
     @classmethod
     def make_controllers(cls, model, wrappers):
@@ -248,7 +306,7 @@ class PruneChannels(MaskedWeightsWrapper):
         `importance="taylor"`, training also accumulates the gradient scores
         of the output channels.
         """
-        if not self._masked_call and self.taylor_probe is None:
+        if not self._masked_call and self.taylor_probe is None and not self._weight_probes:
             return super().call(inputs, *args, training=training, **kwargs)
         self.begin_training_step(training)
         if self.layer._call_has_training_arg:
@@ -257,6 +315,11 @@ class PruneChannels(MaskedWeightsWrapper):
         if self._masked_call:
             outputs = self._handler.masked_call(
                 self.layer, self._channel_masks, inputs, *args, **kwargs)
+        if outputs is NotImplemented and self._weight_probes:
+            outputs = self._call_with_weight_probes(inputs, *args, **kwargs)
+            if training:
+                for probe, score in self._weight_probes.values():
+                    score.assign_add(keras.ops.abs(probe))
         if outputs is NotImplemented:
             outputs = self.layer(inputs, *args, **kwargs)
         if self.taylor_probe is not None:
@@ -350,9 +413,9 @@ class ChannelPruner:
                    round_to=first.round_to, global_pruning=first.global_pruning,
                    ignored_layers=first.ignored_layers or None)
 
-    def _taylor_lookup(self, layer):
+    def _taylor_lookup(self, layer, slot="out"):
         wrapper = self.wrappers.get(id(layer))
-        return None if wrapper is None else wrapper.taylor_scores()
+        return None if wrapper is None else wrapper.taylor_scores(slot)
 
     # -- masks ---------------------------------------------------------------
 

@@ -91,8 +91,9 @@ class TaylorImportance:
     """First-order Taylor saliency accumulated by the channel wrappers.
 
     Args:
-      lookup: `fn(layer) -> array or None`: the accumulated |dL/dmask| of the
-        layer's output channels (its `"out"` slot), or None if not tracked.
+      lookup: `fn(layer, slot) -> array or None`: the accumulated |dL/dmask|
+        of a layer slot's entries (its output channels for `"out"`, its heads
+        for a MultiHeadAttention's `"heads"`), or None if not tracked.
     """
 
     name = "taylor"
@@ -104,14 +105,18 @@ class TaylorImportance:
         members, values = [], []
         seen = set()
         for m in group.members:
-            if m.slot != "out" or id(m.layer) in seen:
+            if (id(m.layer), m.slot) in seen:
                 continue
-            scores = self.lookup(m.layer)
+            scores = self.lookup(m.layer, m.slot)
             if scores is None:
                 continue
-            seen.add(id(m.layer))
-            members.append(m)
-            values.append(np.asarray(scores, dtype=np.float64))
+            seen.add((id(m.layer), m.slot))
+            scores = np.asarray(scores, dtype=np.float64)
+            # Positions along a gated axis repeat the slot (LSTM gates): one
+            # score per slot entry.
+            entries, first = np.unique(m.indices % scores.size, return_index=True)
+            members.append(_SlotEntries(entries, m.channels[first]))
+            values.append(scores)
         if not members:
             raise ImportanceUnavailable("no producing layer tracks gradients")
         out = _accumulate(group, members, values)
@@ -120,6 +125,14 @@ class TaylorImportance:
                 "no gradients seen yet (no training step since the last update)"
             )
         return out
+
+
+class _SlotEntries:
+    """Slot entries of a group member and their group channels (for `_accumulate`)."""
+
+    def __init__(self, indices, channels):
+        self.indices = indices
+        self.channels = channels
 
 
 class CallableImportance:
@@ -159,7 +172,7 @@ def get(importance, taylor_lookup=None):
 
     Args:
       importance: `"l1"`, `"l2"`, `"bn_scale"`, `"taylor"` or a callable.
-      taylor_lookup: For `"taylor"`: `fn(layer) -> accumulated scores or None`.
+      taylor_lookup: For `"taylor"`: `fn(layer, slot) -> accumulated scores or None`.
 
     Returns:
       A callable `group -> scores` with a `name` attribute.
@@ -176,4 +189,4 @@ def get(importance, taylor_lookup=None):
         return NormImportance(2)
     if importance == "bn_scale":
         return BNScaleImportance()
-    return TaylorImportance(taylor_lookup or (lambda layer: None))
+    return TaylorImportance(taylor_lookup or (lambda layer, slot: None))

@@ -146,7 +146,9 @@ class LayerHandler:
         Args:
           layer: The wrapped layer.
           slot_masks: `{slot: 0/1 tensor}` of the layer's channel masks.
-          inputs, *args, **kwargs: The layer's call arguments.
+          inputs: The layer's first call argument.
+          *args: Its other positional call arguments.
+          **kwargs: Its keyword call arguments (with `training` if it takes one).
         """
         return NotImplemented
 
