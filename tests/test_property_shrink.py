@@ -2,14 +2,18 @@
 
 Graphs are drawn from the layers the dependency graph handles: convolutions
 (grouped, depthwise, separable, transposed), Dense on feature maps,
-BatchNormalization (with and without scale/center), LayerNormalization,
-activations and `keras.ops` arithmetic, merges with broadcast gates,
-concatenations, pooling/upsampling/padding/cropping, nested Sequential
-models, shared layers, and Flatten or global pooling into a Dense head.
+BatchNormalization (with and without scale/center), layer, RMS-scaled, RMS,
+unit and group normalization, EinsumDense projections (heads split and
+merged), sequence branches (Conv1D, SeparableConv1D, LSTM, GRU, SimpleRNN
+over the flattened positions), activations and `keras.ops` arithmetic,
+merges with broadcast gates, concatenations, pooling/upsampling/padding/
+cropping, nested Sequential models, shared layers, and Flatten or global
+pooling into a Dense head.
 """
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,9 +21,11 @@ import tfprune
 
 L = keras.layers
 ACTIVATIONS = ["relu", "hard_sigmoid", "swish", "gelu", "tanh", "sigmoid", "elu"]
+# Statistics over channels, EinsumDense equations and sequence layers.
+NEW_KINDS = ["groupnorm", "statnorm", "einsum", "sequence"]
 KINDS = ["conv", "grouped", "depthwise", "separable", "transpose", "bn", "ln", "act", "ops",
          "merge", "concat", "se", "dense", "poolup", "padcrop", "dropout", "nested", "shared",
-         "prelu"]
+         "prelu"] + NEW_KINDS
 
 
 def _channels(x):
@@ -27,8 +33,9 @@ def _channels(x):
 
 
 class _Builder:
-    def __init__(self, data):
+    def __init__(self, data, kinds=KINDS):
         self.draw = data.draw
+        self.kinds = kinds
         self.tensors = []
 
     def width(self):
@@ -103,6 +110,38 @@ class _Builder:
             return L.Add()([conv(x), conv(y)])
         if kind == "prelu":
             return L.PReLU(shared_axes=[1, 2])(x)
+        if kind == "groupnorm":
+            groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]),
+                          label="groups")
+            return L.GroupNormalization(groups, scale=draw(st.booleans()),
+                                        center=draw(st.booleans()))(x)
+        if kind == "statnorm":
+            norm = draw(st.sampled_from(["rms_scaling", "rms", "unit"]), label="norm")
+            if norm == "rms_scaling":
+                return L.LayerNormalization(rms_scaling=True)(x)
+            return L.RMSNormalization()(x) if norm == "rms" else L.UnitNormalization()(x)
+        if kind == "einsum":
+            w = self.width()
+            form = draw(st.sampled_from(["named", "elided", "heads"]), label="equation")
+            if form == "named":
+                return L.EinsumDense("abcd,de->abce", (6, 6, w), bias_axes="e")(x)
+            if form == "elided":
+                return L.EinsumDense("...d,de->...e", w, activation="relu")(x)
+            heads = L.EinsumDense("abcd,def->abcef", (6, 6, 2, w), bias_axes="ef")(x)
+            return L.EinsumDense("abcef,efg->abcg", (6, 6, self.width()))(heads)
+        if kind == "sequence":
+            s = L.Reshape((36, c))(x)
+            w = self.width()
+            layer = draw(st.sampled_from(["conv", "separable", "lstm", "gru", "simple"]),
+                         label="sequence layer")
+            if layer == "conv":
+                s = L.Conv1D(w, 3, padding="causal", dilation_rate=draw(st.integers(1, 2)))(s)
+            elif layer == "separable":
+                s = L.SeparableConv1D(w, 3, padding="same")(s)
+            else:
+                rnn = {"lstm": L.LSTM, "gru": L.GRU, "simple": L.SimpleRNN}[layer]
+                s = rnn(w, return_sequences=True)(s)
+            return L.Reshape((6, 6, w))(s)
         raise AssertionError(kind)
 
     def model(self):
@@ -110,7 +149,7 @@ class _Builder:
         inp = keras.Input((6, 6, 3))
         self.tensors = [L.Conv2D(self.width(), 3, padding="same")(inp)]
         for _ in range(draw(st.integers(1, 7), label="blocks")):
-            kind = draw(st.sampled_from(KINDS), label="kind")
+            kind = draw(st.sampled_from(self.kinds), label="kind")
             src = draw(st.sampled_from(self.tensors), label="source")
             self.tensors.append(self.block(kind, src))
         x = self.tensors[-1]
@@ -139,12 +178,9 @@ def _randomize(model, rng):
             layer.set_weights(layer_weights)
 
 
-@settings(max_examples=20, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.data())
-def test_random_graphs_shrink_to_the_masked_model(data):
+def _check_random_graph(data, kinds):
     keras.utils.set_random_seed(0)
-    model = _Builder(data).model()
+    model = _Builder(data, kinds).model()
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     _randomize(model, rng)
     # Schedule far in the future: masks are set by hand below.
@@ -164,3 +200,22 @@ def test_random_graphs_shrink_to_the_masked_model(data):
     if any(not flags.all() for flags in keep.values()):
         assert small.count_params() < model.count_params()
         assert tfprune.count_macs(small) <= tfprune.count_macs(model)
+
+
+_SETTINGS = dict(deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@settings(max_examples=20, **_SETTINGS)
+@given(st.data())
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")
+def test_random_graphs_shrink_to_the_masked_model(data):
+    _check_random_graph(data, KINDS)
+
+
+@settings(max_examples=6, **_SETTINGS)
+@given(st.data())
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")
+def test_random_graphs_of_statistics_einsum_and_sequence_layers(data):
+    # The same property, drawn from the layer types handled last so each is seen.
+    _check_random_graph(data, NEW_KINDS + ["conv", "merge", "concat"])

@@ -77,6 +77,7 @@ class PruneChannels(MaskedWeightsWrapper):
       round_to: Kept channels per group are a multiple of this.
       global_pruning: Rank channels across groups instead of per group.
       ignored_layers: Names of layers whose channels never change.
+      plan: A channel plan's config (see `prune_channels`), or None.
       **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
@@ -84,7 +85,7 @@ class PruneChannels(MaskedWeightsWrapper):
     """
 
     def __init__(self, layer, pruning_schedule=None, importance="l2", round_to=1,
-                 global_pruning=False, ignored_layers=None, **kwargs):
+                 global_pruning=False, ignored_layers=None, plan=None, **kwargs):
         if pruning_schedule is None:
             pruning_schedule = schedules_lib.ConstantSparsity(0.5, 0)
         kwargs.setdefault("name", f"prune_channels_{layer.name}")
@@ -95,6 +96,7 @@ class PruneChannels(MaskedWeightsWrapper):
         self.round_to = _check_round_to(round_to)
         self.global_pruning = bool(global_pruning)
         self.ignored_layers = list(ignored_layers or [])
+        self.plan = None if plan is None else _check_plan(plan, self.global_pruning).get_config()
         self._layout = None
         self._channel_masks = {}
         self._handler = None
@@ -337,6 +339,7 @@ class PruneChannels(MaskedWeightsWrapper):
             "round_to": self.round_to,
             "global_pruning": self.global_pruning,
             "ignored_layers": list(self.ignored_layers),
+            "plan": self.plan,
         })
         return config
 
@@ -348,6 +351,37 @@ def _check_schedule(schedule):
             f"tfprune.ConstantSparsity(0.3, 0). Received: {schedule!r}"
         )
     return schedule
+
+
+def _check_plan(plan, global_pruning):
+    """A `ChannelPlan` from a plan, its config or a JSON path (None stays None)."""
+    if plan is None:
+        return None
+    from tfprune.planning.channel_plan import ChannelPlan
+
+    if isinstance(plan, str):
+        plan = ChannelPlan.load(plan)
+    elif isinstance(plan, dict):
+        plan = ChannelPlan.from_config(plan) if "targets" in plan else ChannelPlan(plan)
+    if not isinstance(plan, ChannelPlan):
+        raise ValueError(
+            "`plan` must be a tfprune.planning.ChannelPlan, its config, a {group key: kept} "
+            f"dict or the path of a saved plan. Received: {plan!r}"
+        )
+    if global_pruning:
+        raise ValueError(
+            "A plan fixes each group's kept channels, so global_pruning=True has nothing to "
+            "decide. Pass either plan= or global_pruning=True."
+        )
+    return plan
+
+
+def _final_sparsity(schedule):
+    """The sparsity a schedule ends at (its target or final value)."""
+    for name in ("final_sparsity", "target_sparsity"):
+        if hasattr(schedule, name):
+            return float(getattr(schedule, name))
+    return float(schedule.sparsity(2**62))
 
 
 def _check_round_to(round_to):
@@ -373,13 +407,17 @@ class ChannelPruner:
         divided by their group's mean, so wide and narrow layers compare);
         the schedule's sparsity then applies to all prunable channels together.
       ignored_layers: Layers or names whose channels never change.
+      plan: A `tfprune.planning.ChannelPlan` (or its config, or a JSON path):
+        each planned group ends at its planned count, reached as the
+        schedule's sparsity reaches its final value; unplanned groups keep
+        their channels.
 
     Raises:
       ValueError: On an invalid argument.
     """
 
     def __init__(self, model, pruning_schedule, importance="l2", round_to=1,
-                 global_pruning=False, ignored_layers=None):
+                 global_pruning=False, ignored_layers=None, plan=None):
         self.model = model
         self.pruning_schedule = _check_schedule(pruning_schedule)
         self.round_to = _check_round_to(round_to)
@@ -404,6 +442,8 @@ class ChannelPruner:
             self.groups.append(group)
         for wrapper in self.wrappers.values():
             wrapper._channel_pruner = self
+        self.plan = _check_plan(plan, self.global_pruning)
+        self._plan_counts = None if self.plan is None else self.plan.counts(self.graph)
 
     @classmethod
     def from_wrappers(cls, model, wrappers):
@@ -411,7 +451,26 @@ class ChannelPruner:
         first = wrappers[0]
         return cls(model, first.pruning_schedule, importance=first.importance,
                    round_to=first.round_to, global_pruning=first.global_pruning,
-                   ignored_layers=first.ignored_layers or None)
+                   ignored_layers=first.ignored_layers or None, plan=first.plan)
+
+    def _planned_counts(self, sparsity):
+        """Kept counts at `sparsity` when following a plan.
+
+        The schedule's sparsity is read as progress towards its final value:
+        at the final value every planned group keeps its planned count; on
+        the way, each group has removed that share of its planned cut.
+        """
+        final = _final_sparsity(self.pruning_schedule)
+        progress = 1.0 if final <= 0 else min(sparsity / final, 1.0)
+        counts = {}
+        for group in self.groups:
+            target = self._plan_counts.get(group.id, group.size)
+            if progress >= 1.0:
+                counts[group.id] = target
+                continue
+            group_sparsity = (1.0 - target / group.size) * progress
+            counts[group.id] = max(target, kept_count(group.size, group_sparsity, self.round_to))
+        return counts
 
     def _taylor_lookup(self, layer, slot="out"):
         wrapper = self.wrappers.get(id(layer))
@@ -488,7 +547,9 @@ class ChannelPruner:
             alive = current[group._components]
             s[~alive] = -np.inf
             ranked[group.id] = s
-        if self.global_pruning:
+        if self.plan is not None:
+            counts = self._planned_counts(sparsity)
+        elif self.global_pruning:
             counts = self._global_counts(ranked, sparsity)
         else:
             counts = {g.id: kept_count(g.size, sparsity, self.round_to) for g in self.groups}
@@ -608,7 +669,7 @@ def _warn_nothing_prunable(model, graph):
 
 
 def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
-                   global_pruning=False, ignored_layers=None):
+                   global_pruning=False, ignored_layers=None, plan=None):
     """Wraps a model so that whole channels are pruned on a schedule.
 
     Finds the groups of coupled channels (`tfprune.DependencyGraph`), wraps
@@ -631,6 +692,12 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
       global_pruning: Rank channels across groups instead of pruning every
         group by the same ratio.
       ignored_layers: Layers or layer names whose channels must not change.
+      plan: Per-group targets instead of one ratio: a
+        `tfprune.planning.ChannelPlan` (e.g. from `tflite_export.plan`), its
+        config, a `{group key: kept channels}` dict or a saved plan's path.
+        Each planned group ends at its count when the schedule reaches its
+        final sparsity (the schedule then only sets the pace); groups the
+        plan leaves out keep their channels.
 
     Returns:
       A functional model with `PruneChannels` wrappers.
@@ -647,7 +714,10 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
     _check_schedule(pruning_schedule)
     importance_lib.validate(importance)
     _check_round_to(round_to)
+    plan = _check_plan(plan, global_pruning)
     graph = graph_lib.DependencyGraph(model, ignored_layers=ignored_layers)
+    if plan is not None:
+        plan.counts(graph)  # A plan for another model fails here, before any copy.
     if not graph.prunable_groups:
         _warn_nothing_prunable(model, graph)
     wrapped_sites = [s for s in graph.trace.sites if isinstance(s.operation, MaskedWeightsWrapper)]
@@ -661,7 +731,8 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
     to_wrap = {id(layer) for group in graph.prunable_groups for layer, _ in group.layers}
     params = dict(pruning_schedule=pruning_schedule, importance=importance,
                   round_to=round_to, global_pruning=global_pruning,
-                  ignored_layers=ignored_names)
+                  ignored_layers=ignored_names,
+                  plan=None if plan is None else plan.get_config())
 
     def make_operation(site, used):
         layer = site.layer
@@ -676,7 +747,8 @@ def prune_channels(model, pruning_schedule, importance="l2", round_to=1,
 
     wrapped = surgery.replay(graph.trace, make_operation)
     pruner = ChannelPruner(wrapped, pruning_schedule, importance=importance, round_to=round_to,
-                           global_pruning=global_pruning, ignored_layers=ignored_names or None)
+                           global_pruning=global_pruning, ignored_layers=ignored_names or None,
+                           plan=plan)
     if pruning_schedule.should_prune(0):
         pruner.prune_to(pruning_schedule.sparsity(0))
     return wrapped

@@ -213,6 +213,46 @@ def rebuild(graph, keep=None, name=None):
     return replay(graph.trace, make_operation, name=name)
 
 
+def site_model(graph, site, keep):
+    """A one-layer model: the call site's layer with only the kept channels.
+
+    Used to measure what one layer costs at a given width (latency on a
+    device, MACs, parameters). Inputs have batch size 1; weights are fresh
+    (initialised from the config), not the model's.
+
+    Args:
+      graph: A `DependencyGraph`.
+      site: A call site of `graph.trace` whose layer is a Keras layer.
+      keep: A bool array over all of the graph's channels.
+
+    Returns:
+      A functional `keras.Model`.
+
+    Raises:
+      ValueError: If an input of the site has an unknown dimension.
+    """
+    shrinker = _Shrinker(graph, np.asarray(keep, dtype=bool))
+    ctx = shrinker.for_site(site)
+    tensors = {}
+    inputs = []
+    for t in site.inputs:
+        dims = list(t.shape[1:])
+        if any(d is None for d in dims):
+            raise ValueError(
+                f"Layer '{site.layer.name}' reads a tensor of shape {t.shape} with an unknown "
+                "dimension; build the model with a fixed input shape to measure its layers."
+            )
+        dims[-1] = shrinker.tensor_kept(t)
+        x = keras.Input(batch_shape=(1, *dims), dtype=t.dtype)
+        tensors[t.key] = x
+        inputs.append(x)
+    layer = site.layer
+    config = handlers.handler_for(layer).shrink_config(layer, layer.get_config(), ctx)
+    new_layer = layer_copies.from_config(layer, config)
+    outputs = new_layer(*_fill(site.args, tensors), **_fill(site.kwargs, tensors))
+    return keras.Model(inputs, outputs, name=f"site_{layer.name}")
+
+
 def _channel_wrappers_by_site(model):
     """`{site index: wrapper}` for the tfprune channel wrappers of `model`."""
     out = {}

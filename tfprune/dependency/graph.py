@@ -459,6 +459,30 @@ class DependencyGraph:
             out[group._components] = flags
         return out
 
+    def site_groups(self, site):
+        """Ids of the groups whose channels a call site reads, writes or holds.
+
+        Args:
+          site: A call site of `self.trace`.
+
+        Returns:
+          A sorted list of group ids.
+        """
+        elements = []
+        for t in list(site.inputs) + list(site.outputs):
+            ids = self.tensor_elements(t.key)
+            if ids is not None:
+                elements.append(ids)
+        layout = self._builder.layouts.get(id(site.layer), (None, None))[1]
+        if layout is not None:
+            for slot in layout.slots:
+                if (id(site.layer), slot) in self._builder.slot_base:
+                    elements.append(self.slot_elements(site.layer, slot))
+        if not elements:
+            return []
+        channels = self._labels[np.concatenate(elements)]
+        return sorted(set(self._comp_group[channels].tolist()))
+
     def group_keep(self, full_keep):
         """`{group id: bool array}` from a keep flag per global channel."""
         return {g.id: np.asarray(full_keep)[g._components] for g in self.groups}

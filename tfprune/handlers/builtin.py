@@ -11,6 +11,7 @@ from tfprune.handlers import attention
 from tfprune.handlers import conv
 from tfprune.handlers import dense
 from tfprune.handlers import embedding
+from tfprune.handlers import keras_hub
 from tfprune.handlers import normalization
 from tfprune.handlers import operations
 from tfprune.handlers import recurrent
@@ -36,8 +37,10 @@ LAYERS = {
     _L.BatchNormalization: normalization.BatchNormalizationHandler(),
     _L.LayerNormalization: normalization.LayerNormalizationHandler(),
     _L.PReLU: normalization.PReLUHandler(),
-    **dict.fromkeys((_L.Normalization, _L.GroupNormalization, _L.UnitNormalization),
-                    normalization.FixedChannelsHandler()),
+    _L.RMSNormalization: normalization.RMSNormalizationHandler(),
+    _L.GroupNormalization: normalization.GroupNormalizationHandler(),
+    _L.UnitNormalization: normalization.UnitNormalizationHandler(),
+    _L.Normalization: normalization.FixedChannelsHandler(),
     **dict.fromkeys((
         _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
         _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout,
@@ -62,10 +65,12 @@ LAYERS = {
                     reshaping.MergeHandler()),
 }
 
-# keras.applications layers that Keras does not export.
+# keras.applications layers that Keras does not export, and KerasHub layers
+# (keras_hub is optional: never imported).
 PATHS = {
     "keras.src.applications.convnext.LayerScale": normalization.LayerScaleHandler(),
     "keras.src.applications.inception_resnet_v2.CustomScaleLayer": reshaping.MergeHandler(),
+    **keras_hub.PATHS,
 }
 
 OPERATIONS = {
@@ -75,6 +80,7 @@ OPERATIONS = {
     **dict.fromkeys(("ExpandDims", "Squeeze"), operations.SqueezeOperation()),
     "Reshape": operations.ReshapeOperation(),
     "Concatenate": operations.ConcatenateOperation(),
+    "GetItem": operations.GetItemOperation(),
 }
 
 

@@ -8,6 +8,8 @@ constants are cancelled by the consumers' masks; log, sqrt, reciprocal, ...
 are left out: inf * 0 would leak NaNs).
 """
 
+import numbers
+
 from keras import tree
 
 from tfprune.dependency.trace import TensorRef
@@ -91,3 +93,35 @@ class ConcatenateOperation(LayerHandler):
 
     def link(self, ctx):
         reshaping.link_concat(ctx, ctx.layer.axis)
+
+
+def _is_full_slice(key):
+    return isinstance(key, slice) and key.start is None and key.stop is None and key.step in (None, 1)
+
+
+class GetItemOperation(LayerHandler):
+    """`x[...]` with constant indices that leave the channel axis whole and last
+    (BERT's `x[:, 0, :]` takes the [CLS] position of every channel)."""
+
+    def link(self, ctx):
+        ctx.only_input()
+        key = ctx.site.args[1] if len(ctx.site.args) > 1 else None
+        key = key if isinstance(key, tuple) else (key,)
+        if not all(k is None or k is Ellipsis or isinstance(k, (numbers.Integral, slice))
+                   for k in key):
+            raise Unsupported("indexing with tensors or arrays")
+        rank = len(ctx.inputs[0].shape)
+        named = sum(1 for k in key if k is not None and k is not Ellipsis)
+        if key.count(Ellipsis) > 1 or named > rank:
+            raise Unsupported(f"index {key!r} does not fit a tensor of rank {rank}")
+        # Spell out every axis: the key's last entry then indexes the channel
+        # axis, unless it is None (a new axis after the channels).
+        fill = (slice(None),) * (rank - named)
+        if Ellipsis in key:
+            at = key.index(Ellipsis)
+            key = key[:at] + fill + key[at + 1:]
+        else:
+            key = key + fill
+        if not _is_full_slice(key[-1]):
+            raise Unsupported(f"index {key[-1]!r} on the channel axis")
+        ctx.identity()

@@ -1,0 +1,105 @@
+"""Predicted accuracy loss per group and kept count, for the allocator.
+
+Two estimates, both `fn(group key, kept) -> loss` with loss 0 when every
+channel is kept:
+
+- `ScoreSensitivity`: from the importance scores `prune_channels` ranks
+  channels by: the share of the group's importance that its removed
+  channels carry. Free to compute.
+- `MeasuredSensitivity`: from a few hundred validation examples: the
+  increase in the model's loss when only this group is cut to each grid
+  count (its least important channels masked, as `prune_channels` would),
+  interpolated in between.
+"""
+
+import numpy as np
+
+from tfprune import importance as importance_lib
+from tfprune.planning.channel_plan import group_key
+from tfprune.planning.cost_model import grid_levels
+
+
+class ScoreSensitivity:
+    """Share of a group's importance carried by the channels it drops.
+
+    Args:
+      graph: A `DependencyGraph`.
+      importance: An importance name or callable (see `tfprune.importance`);
+        `"taylor"` needs gradients from training and is not available here.
+    """
+
+    def __init__(self, graph, importance="l2"):
+        scorer = importance_lib.get(importance)
+        self._sorted = {}
+        for group in graph.prunable_groups:
+            scores = np.sort(np.maximum(np.asarray(scorer(group), np.float64), 0.0))[::-1]
+            total = scores.sum()
+            cumulative = np.concatenate([[0.0], np.cumsum(scores)])
+            self._sorted[group_key(group)] = (cumulative, total if total > 0 else 1.0)
+
+    def __call__(self, key, kept):
+        cumulative, total = self._sorted[key]
+        kept = int(min(max(kept, 0), len(cumulative) - 1))
+        return float((cumulative[-1] - cumulative[kept]) / total)
+
+
+class MeasuredSensitivity:
+    """Loss increase on validation data when one group alone is cut.
+
+    Args:
+      model: The model (not wrapped).
+      x, y: A few hundred validation examples and labels.
+      loss_fn: `fn(y_true, y_pred) -> scalar`; default sparse categorical
+        cross-entropy (from logits unless the outputs are probabilities).
+      round_to, levels: The kept counts measured (see `grid_levels`).
+      importance: Which channels go first (as `prune_channels` ranks them).
+      progress: Optional `fn(done, total, group key)`.
+    """
+
+    def __init__(self, model, x, y, loss_fn=None, round_to=1, levels=4, importance="l2",
+                 progress=None):
+        from tfprune import channel_pruning
+        from tfprune import schedules
+
+        wrapped = channel_pruning.prune_channels(
+            model, schedules.ConstantSparsity(0.0, begin_step=2**62), importance=importance)
+        pruner = channel_pruning.get_channel_pruner(wrapped)
+        loss_fn = loss_fn or _default_loss
+        base = float(loss_fn(y, np.asarray(wrapped(x, training=False))))
+        scores = pruner.scores()
+        full = pruner.current_keep()
+        self.base_loss = base
+        self._tables = {}
+        work = [(g, grid_levels(g.size, round_to, levels)) for g in pruner.groups]
+        total = sum(len(l) - 1 for _, l in work)
+        done = 0
+        for group, counts in work:
+            order = np.argsort(-np.asarray(scores[group.id]), kind="stable")
+            losses = []
+            for kept in counts[:-1]:
+                flags = np.zeros(group.size, dtype=bool)
+                flags[order[:kept]] = True
+                pruner.set_keep({group.id: flags})
+                losses.append(float(loss_fn(y, np.asarray(wrapped(x, training=False)))) - base)
+                pruner.set_keep(full)
+                done += 1
+                if progress is not None:
+                    progress(done, total, group_key(group))
+            losses.append(0.0)
+            # Fewer channels never predict less loss than more channels.
+            losses = np.maximum.accumulate(np.asarray(losses)[::-1])[::-1]
+            self._tables[group_key(group)] = (np.asarray(counts, np.float64), np.maximum(losses, 0))
+
+    def __call__(self, key, kept):
+        counts, losses = self._tables[key]
+        return float(np.interp(kept, counts, losses))
+
+
+def _default_loss(y, outputs):
+    outputs = np.asarray(outputs, np.float64).reshape(len(y), -1)
+    probabilities = np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)
+    if not probabilities:
+        outputs = outputs - outputs.max(axis=1, keepdims=True)
+        outputs = np.exp(outputs) / np.exp(outputs).sum(axis=1, keepdims=True)
+    picked = outputs[np.arange(len(y)), np.asarray(y, np.int64).reshape(-1)]
+    return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
