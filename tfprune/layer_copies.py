@@ -1,13 +1,13 @@
 """Re-creating a live layer from its config, as every model copy in tfprune does.
 
-Keras refuses to deserialize a `Lambda` layer's Python function in safe mode,
-which is right for files and wrong for a layer that is already in memory:
-tfprune copies layers of the user's own model, and loads nothing. So a
-`Lambda` is re-created around the same function object (and the same
-arguments), and every other layer from its config.
+How a layer type is re-created is its handler's knowledge
+(`LayerHandler.from_config`): most layers round-trip through their config; a
+`Lambda` is re-created around the same function object (Keras refuses to
+deserialize its code in safe mode, which is right for files and wrong for a
+layer already in memory); a few KerasHub layers need their config repaired.
 """
 
-import keras
+from tfprune import handlers
 
 
 def from_config(layer, config=None):
@@ -22,16 +22,7 @@ def from_config(layer, config=None):
       The new layer.
     """
     config = layer.get_config() if config is None else dict(config)
-    if isinstance(layer, keras.layers.Lambda):
-        kwargs = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
-        return type(layer)(
-            layer.function,
-            output_shape=layer._output_shape,
-            mask=layer.mask,
-            arguments=dict(layer.arguments),
-            **kwargs,
-        )
-    return type(layer).from_config(config)
+    return handlers.handler_for(layer).from_config(layer, config)
 
 
 def copy_layer(layer):

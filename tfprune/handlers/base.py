@@ -87,6 +87,17 @@ class LayerHandler:
         """
         raise Unsupported("layer type with unknown channel semantics")
 
+    # -- copies ----------------------------------------------------------------
+
+    def from_config(self, layer, config):
+        """A new, unbuilt layer of `layer`'s class from `config`.
+
+        Every model copy in tfprune (wrapping, shrinking) re-creates layers
+        through this. The default is `type(layer).from_config(config)`;
+        override it for layers whose config does not round-trip.
+        """
+        return type(layer).from_config(config)
+
     # -- shrink ----------------------------------------------------------------
 
     def shrink_config(self, layer, config, ctx):

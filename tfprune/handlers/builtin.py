@@ -61,6 +61,7 @@ LAYERS = {
     _L.Reshape: reshaping.ReshapeHandler(),
     _L.Permute: reshaping.PermuteHandler(),
     _L.Concatenate: reshaping.ConcatenateHandler(),
+    _L.Lambda: reshaping.LambdaHandler(),
     **dict.fromkeys((_L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum),
                     reshaping.MergeHandler()),
 }

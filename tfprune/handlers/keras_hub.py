@@ -32,6 +32,7 @@ What can be removed is what a KerasHub config can express:
   (KerasHub rounds those widths to multiples of 8).
 """
 
+import functools
 import math
 import types
 
@@ -389,13 +390,21 @@ class ViTPatchingAndEmbeddingHandler(LayerHandler):
 
     def shrink_config(self, layer, config, ctx):
         config["hidden_dim"] = ctx.kept("out")
+        return config
+
+    def from_config(self, layer, config):
         # KerasHub's get_config writes two derived sizes its constructor does
         # not take, and leaves out two arguments it does.
+        config = dict(config)
         config.pop("num_patches", None)
         config.pop("num_positions", None)
-        config["use_patch_bias"] = layer.use_patch_bias
-        config["data_format"] = layer.data_format
-        return config
+        config.setdefault("use_patch_bias", layer.use_patch_bias)
+        config.setdefault("data_format", layer.data_format)
+        new = type(layer).from_config(config)
+        # The copy's own get_config would write the two sizes again, and the
+        # saved model would not load: this copy writes what its class takes.
+        new.get_config = functools.partial(_round_trip_config, new, type(new).get_config)
+        return new
 
     def macs(self, layer, site):
         """The patch convolution (batch size 1)."""
@@ -404,6 +413,15 @@ class ViTPatchingAndEmbeddingHandler(LayerHandler):
 
 
 # -- MobileNet ------------------------------------------------------------------
+
+
+def _round_trip_config(layer, get_config):
+    config = get_config(layer)
+    config.pop("num_patches", None)
+    config.pop("num_positions", None)
+    config.setdefault("use_patch_bias", layer.use_patch_bias)
+    config.setdefault("data_format", layer.data_format)
+    return config
 
 
 def _conv_macs(conv, positions):

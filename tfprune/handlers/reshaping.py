@@ -153,3 +153,22 @@ class PermuteHandler(IdentityHandler):
         if dims[-1] != len(dims):
             raise Unsupported(f"Permute{dims} moves the channel axis")
         super().link(ctx)
+
+
+class LambdaHandler(LayerHandler):
+    """`Lambda`: its channel semantics are unknown, but it can be copied.
+
+    Keras refuses to deserialize a `Lambda`'s Python function in safe mode,
+    which is right for files and wrong for a layer already in memory: a copy
+    is re-created around the same function object and arguments.
+    """
+
+    def from_config(self, layer, config):
+        kwargs = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
+        return type(layer)(
+            layer.function,
+            output_shape=layer._output_shape,
+            mask=layer.mask,
+            arguments=dict(layer.arguments),
+            **kwargs,
+        )
