@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfprune import backends
 from tfprune import handlers
 from tfprune import importance as importance_lib
 from tfprune import layer_copies
@@ -198,17 +199,9 @@ class PruneChannels(MaskedWeightsWrapper):
             shape = [1] * len(value.shape)
             shape[entry.axis] = -1
             scaled[id(variable)] = (variable, value * ops.reshape(factor, shape))
-        mapped = {id(v) for v, _ in scaled.values()}
-        with keras.StatelessScope(state_mapping=list(scaled.values())) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        # Assignments inside the scope (moving statistics, dropout seeds) are
-        # collected there: apply them.
-        for variable in self.layer.variables:
-            if id(variable) not in mapped:
-                value = scope.get_current_value(variable)
-                if value is not None:
-                    variable.assign(value)
-        return outputs
+        # Assignments in the block (moving statistics, dropout seeds) still count.
+        with backends.reading(list(scaled.values()), self.layer.variables):
+            return self.layer(inputs, *args, **kwargs)
 
     def get_masked_weights(self):
         return self._layout.masked_variables()
@@ -313,6 +306,16 @@ class PruneChannels(MaskedWeightsWrapper):
         self.begin_training_step(training)
         if self.layer._call_has_training_arg:
             kwargs["training"] = training
+        with self.masked_weights_scope():
+            outputs = self._masked_forward(inputs, args, kwargs, training)
+        if self.taylor_probe is not None:
+            probe = keras.ops.cast(self.taylor_probe, outputs.dtype)
+            if training:
+                self.taylor_score.assign_add(keras.ops.abs(self.taylor_probe))
+            outputs = outputs * (1.0 + probe - keras.ops.stop_gradient(probe))
+        return outputs
+
+    def _masked_forward(self, inputs, args, kwargs, training):
         outputs = NotImplemented
         if self._masked_call:
             outputs = self._handler.masked_call(
@@ -324,11 +327,6 @@ class PruneChannels(MaskedWeightsWrapper):
                     score.assign_add(keras.ops.abs(probe))
         if outputs is NotImplemented:
             outputs = self.layer(inputs, *args, **kwargs)
-        if self.taylor_probe is not None:
-            probe = keras.ops.cast(self.taylor_probe, outputs.dtype)
-            if training:
-                self.taylor_score.assign_add(keras.ops.abs(self.taylor_probe))
-            outputs = outputs * (1.0 + probe - keras.ops.stop_gradient(probe))
         return outputs
 
     def get_config(self):

@@ -25,6 +25,8 @@ wrapper trained without it raises the error below.
 import keras
 import numpy as np
 
+from tfprune import backends
+
 CALLBACK_MISSING = (
     "Layer '{name}' is being trained with pruning wrappers, but the "
     "tfprune.UpdatePruningStep() callback is not active. Add it to every fit "
@@ -201,7 +203,8 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
             original = weight.constraint
             if isinstance(original, MaskConstraint):
                 original = original.inner
-            weight.constraint = MaskConstraint(mask, original, self.keeps_pruned_values)
+            if backends.constraints_read_masks():
+                weight.constraint = MaskConstraint(mask, original, self.keeps_pruned_values)
             self._masked.append((weight, mask, original))
         # -1 means "never trained with the step callback", as in tfmot.
         self.pruning_step = self.add_weight(
@@ -272,7 +275,7 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         counter = self._step_counter
         if counter is None:
             raise ValueError(CALLBACK_MISSING.format(name=self.name))
-        step = counter.current_step()
+        step = counter.current_step(self)
         # An assignment, not an increment: a layer called at several sites of
         # one step, or a model called twice in one step, records one step.
         self.pruning_step.assign(step)
@@ -287,4 +290,14 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         self.begin_training_step(training)
         if self.layer._call_has_training_arg:
             kwargs["training"] = training
-        return self.layer(*args, **kwargs)
+        with self.masked_weights_scope():
+            return self.layer(*args, **kwargs)
+
+    def masked_weights_scope(self):
+        """A block in which the wrapped layer reads its masked weights.
+
+        On JAX (no constraint can mask the weights, see `tfprune.backends`)
+        each masked weight is read as `weight * mask`; elsewhere the weights
+        are already masked and the block changes nothing.
+        """
+        return backends.masked_weights_scope(self.masked_weights, self.layer.variables)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfprune import backends
 from tfprune import graph_updates
 from tfprune import masks as mask_math
 from tfprune import prune_registry
@@ -173,18 +174,22 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         """`[(mask, threshold)]` for the current weights at `step` (tensors)."""
         sparsity = self.pruning_schedule.sparsity(step)
         results = []
-        for (weight, _), (_, axis) in zip(
+        for (weight, mask), (_, axis) in zip(
             self.masked_weights, prune_registry.prunable_weights(self.layer)
         ):
+            value = weight.value
+            if not backends.constraints_read_masks():
+                # JAX: stored pruned weights were never zeroed; rank them at zero.
+                value = value * keras.ops.cast(mask.value, value.dtype)
             if self.sparsity_m_by_n is not None:
                 mask = mask_math.m_by_n_mask_ops(
-                    weight.value, self.sparsity_m_by_n, _m_by_n_axis(weight, axis)
+                    value, self.sparsity_m_by_n, _m_by_n_axis(weight, axis)
                 )
                 results.append((mask, mask_math.M_BY_N_THRESHOLD))
             else:
                 results.append(
                     mask_math.magnitude_mask_ops(
-                        weight.value, sparsity, self.block_size, self.block_pooling_type
+                        value, sparsity, self.block_size, self.block_pooling_type
                     )
                 )
         return results
@@ -210,7 +215,7 @@ class PruneLowMagnitude(MaskedWeightsWrapper):
         counter = self._step_counter
         if counter is None:
             return None
-        return self._updates_at(keras.ops.add(counter.current_step(), 1))
+        return self._updates_at(keras.ops.add(counter.current_step(self), 1))
 
     def pruned_values_may_be_nonzero(self, step):
         return bool(self._updates_at(int(step) + 1)) if step >= 0 else False

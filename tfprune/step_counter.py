@@ -23,6 +23,8 @@ continues from the step the wrappers hold (0 for a new model).
 import keras
 import numpy as np
 
+from tfprune import backends
+
 _ATTRIBUTE = "_tfprune_step_counter"
 
 
@@ -45,6 +47,7 @@ class StepCounter:
     def __init__(self, optimizer):
         self.optimizer = optimizer
         self._offset = None
+        self._python_steps = None
 
     @classmethod
     def for_model(cls, model, optimizer=None):
@@ -77,6 +80,14 @@ class StepCounter:
         Args:
           start_step: Steps already taken (the wrappers' `pruning_step`, or 0).
         """
+        if backends.counts_steps_per_call():
+            # JAX: the optimizer's step count is not readable during fit;
+            # the callback counts the batches it sees.
+            self._python_steps = int(start_step)
+            if self._offset is None:
+                self._offset = keras.Variable(
+                    0, dtype="int64", trainable=False, name="tfprune_step_offset")
+            return
         offset = int(start_step) - self._iterations()
         if self._offset is None:
             self._offset = keras.Variable(
@@ -92,17 +103,31 @@ class StepCounter:
 
     def steps_done(self):
         """Steps taken so far, in Python (after `begin`)."""
+        if self._python_steps is not None:
+            return self._python_steps
         return int(np.asarray(self._offset.numpy())) + self._iterations()
+
+    def advance(self, steps):
+        """Counts `steps` more trained steps in Python (JAX; elsewhere a no-op)."""
+        if self._python_steps is not None:
+            self._python_steps += int(steps)
 
     def next_step(self):
         """The step of the coming batch, in Python (after `begin`)."""
         return self.steps_done() + 1
 
-    def current_step(self):
+    def current_step(self, wrapper=None):
         """The step of the batch being computed, as an int64 tensor.
 
         For use inside the training step, before the optimizer applies its
-        update.
+        update. On JAX, where the forward pass cannot read the optimizer's
+        step count, it is the calling `wrapper`'s own count of training calls
+        plus one (tfmot's way: a layer called at two sites counts two).
         """
+        if backends.counts_steps_per_call():
+            if wrapper is None:
+                raise ValueError("On JAX the step is counted per wrapper; pass the wrapper.")
+            done = keras.ops.maximum(keras.ops.cast(wrapper.pruning_step.value, "int64"), 0)
+            return keras.ops.add(done, 1)
         iterations = keras.ops.cast(self.optimizer.iterations, "int64")
         return keras.ops.add(keras.ops.add(self._offset.value, iterations), 1)

@@ -5,6 +5,7 @@ import collections
 import keras
 from absl import logging
 
+from tfprune import backends
 from tfprune import checkpointing
 from tfprune import multi_worker
 from tfprune.masked_wrapper import collect_wrappers
@@ -64,6 +65,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._steps_before = []
         self._guard = None
         self._agreement = None
+        self._batch_begin = None
 
     @property
     def step(self):
@@ -202,17 +204,33 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "on_train_begin. In a custom training loop, call "
                 "callback.set_model(model) and callback.on_train_begin() once first."
             )
+        self._batch_begin = batch
         if not self._synced:
             self._sync()
         if not self._controllers:
             return
         step = self._counter.next_step()
+        if backends.counts_steps_per_call() and any(_due(c, step) for c in self._controllers):
+            # JAX keeps the training state outside the variables during an
+            # epoch; bring it back so the controllers read and set the real
+            # values (the next step takes them up again).
+            self.model.jax_state_sync()
         changed = False
         for controller in self._controllers:
             # update() says whether it recomputed; None (unknown) counts as yes.
             changed |= controller.update(step) is not False
         if changed and self._agreement is not None:
             self._agreement.check(step)
+
+    def on_train_batch_end(self, batch=None, logs=None, **kwargs):
+        if self._counter is None or not self._synced:
+            return
+        # Keras passes the first and the last step of each call.
+        first = self._batch_begin
+        if isinstance(first, int) and isinstance(batch, int) and batch >= first:
+            self._counter.advance(batch - first + 1)
+        else:
+            self._counter.advance(int(getattr(self.model, "steps_per_execution", 1) or 1))
 
     def on_epoch_end(self, epoch=None, logs=None, **kwargs):
         # As tfmot: every epoch ends with the pruned weights at zero, also those
@@ -248,6 +266,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
                     zeroed,
                     self.model.name,
                 )
+
+
+def _due(controller, step):
+    """Whether a controller will recompute masks at `step` (unknown: yes)."""
+    schedule = getattr(controller, "pruning_schedule", None)
+    return True if schedule is None else bool(schedule.should_prune(step))
 
 
 def _drop_traced_train_function(model):
