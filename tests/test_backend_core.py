@@ -1,0 +1,124 @@
+"""The core of tfprune, on whichever Keras backend this process runs.
+
+It runs in the main test run (TensorFlow), and `tests/test_backends.py` runs
+it again in processes with `KERAS_BACKEND=jax` and `KERAS_BACKEND=torch`:
+training to the schedule's exact sparsity, N:M, channel pruning and `shrink`
+on a residual CNN and on MobileNetV2, Taylor importance, `.keras` save and
+resume, summaries. Nothing here may use TensorFlow directly.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune
+from pruning_oracle import expected_zeros
+
+RNG = np.random.default_rng(0)
+X = RNG.random((64, 8, 8, 1)).astype("float32")
+Y = RNG.integers(0, 10, 64)
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def residual_cnn():
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    r = keras.layers.Conv2D(8, 3, padding="same", name="c2")(h)
+    r = keras.layers.BatchNormalization(name="bn")(r)
+    h = keras.layers.Add()([h, keras.layers.ReLU()(r)])
+    h = keras.layers.Conv2D(16, 1, activation="relu", name="c3")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(10, name="out")(h))
+
+
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _rel_err(a, b):
+    a, b = _numpy(a), _numpy(b)
+    return float(np.abs(a - b).max() / max(float(np.abs(a).max()), 1e-12))
+
+
+def _zeros(model, name):
+    return int(np.sum(_numpy(model.get_layer(name).kernel) == 0))
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_training_reaches_the_schedules_exact_sparsity(epochs):
+    keras.utils.set_random_seed(0)
+    schedule = tfprune.PolynomialDecay(0.0, 0.8, 0, 12, frequency=3)
+    pruned = tfprune.prune_low_magnitude(residual_cnn(), pruning_schedule=schedule)
+    pruned.compile("adam", LOSS)
+    pruned.fit(X, Y, batch_size=8, epochs=epochs, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep()])
+    steps = 8 * epochs
+    stripped = tfprune.strip_pruning(pruned)
+    for name in ("c1", "c2", "c3", "out"):
+        size = int(np.prod(stripped.get_layer(name).kernel.shape))
+        assert _zeros(stripped, name) == expected_zeros(size, schedule, steps), name
+    assert {int(_numpy(w.pruning_step)) for w in pruned.layers
+            if isinstance(w, tfprune.PruneLowMagnitude)} == {steps}
+
+
+def test_two_by_four_and_block_sparsity():
+    keras.utils.set_random_seed(0)
+    pruned = tfprune.prune_low_magnitude(residual_cnn(), sparsity_m_by_n=(2, 4))
+    pruned.compile("adam", LOSS)
+    pruned.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    kernel = _numpy(tfprune.strip_pruning(pruned).get_layer("c3").kernel)  # (1, 1, 8, 16)
+    groups = np.moveaxis(kernel, -2, -1).reshape(-1, 4)
+    assert np.all(np.sum(groups != 0, axis=1) <= 2)
+
+
+def test_save_and_resume_continue_the_step():
+    import tempfile
+
+    keras.utils.set_random_seed(0)
+    schedule = tfprune.PolynomialDecay(0.0, 0.6, 0, 16, frequency=4)
+    pruned = tfprune.prune_low_magnitude(residual_cnn(), pruning_schedule=schedule)
+    pruned.compile("adam", LOSS)
+    pruned.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    path = os.path.join(tempfile.mkdtemp(), "pruned.keras")
+    pruned.save(path)
+    resumed = keras.saving.load_model(path)
+    resumed.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert {int(_numpy(w.pruning_step)) for w in resumed.layers
+            if isinstance(w, tfprune.PruneLowMagnitude)} == {16}
+    stripped = tfprune.strip_pruning(resumed)
+    size = int(np.prod(stripped.get_layer("c2").kernel.shape))
+    assert _zeros(stripped, "c2") == expected_zeros(size, schedule, 16)
+
+
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+def test_channel_pruning_on_a_residual_cnn_shrinks_exactly(importance):
+    keras.utils.set_random_seed(0)
+    pruned = tfprune.prune_channels(residual_cnn(), tfprune.PolynomialDecay(0.0, 0.5, 0, 8, frequency=4),
+                                    importance=importance)
+    pruned.compile("adam", LOSS)
+    pruned.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    pruner = tfprune.get_channel_pruner(pruned)
+    assert not pruner.notes  # Taylor scores came from the training steps
+    small = tfprune.shrink(pruned)
+    assert _rel_err(pruned(X[:8]), small(X[:8])) <= 1e-5
+    assert small.get_layer("c3").filters == 8
+
+
+def test_channel_pruning_on_mobilenet_v2_shrinks_exactly():
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,
+                                           classes=10)
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=4)
+    small = tfprune.shrink(pruned)
+    x = RNG.random((2, 32, 32, 3)).astype("float32")
+    assert _rel_err(pruned(x), small(x)) <= 1e-5
+    assert tfprune.count_macs(small) < 0.6 * tfprune.count_macs(model)
+
+
+def test_dependency_graph_and_unstructured_strip_are_plain_keras():
+    graph = tfprune.DependencyGraph(residual_cnn())
+    assert len(graph.prunable_groups) == 2  # c1 and c2 (joined by the Add), c3
+    stripped = tfprune.strip_pruning(tfprune.prune_low_magnitude(residual_cnn()))
+    assert not any(isinstance(layer, tfprune.MaskedWeightsWrapper) for layer in stripped.layers)
