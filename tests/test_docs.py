@@ -177,7 +177,7 @@ def test_readme_test_command_is_what_ci_runs():
     readme = _commands("README.md")
     assert set(readme) == {"1", "2"}
     assert readme["2"] == ci_command
-    assert "mkdocs build --strict" in ci_command and ".[test,docs]" in ci_command
+    assert "mkdocs build --strict" in ci_command and ".[test,docs,jax,torch]" in ci_command
     assert _commands(os.path.join("docs", "index.md")) == readme
 
 
