@@ -86,3 +86,18 @@ def positions(tensor, layer):
             "input shape (e.g. input_shape=(224, 224, 3))."
         )
     return math.prod(dims)
+
+
+def link_in_out(ctx):
+    """A one-input layer with a kernel: input channels are its `"in"` slot,
+    output channels its `"out"` slot (Dense, transposed convolutions, ...)."""
+    ctx.only_input()
+    check_activation(ctx)
+    ctx.link(ctx.tensor(ctx.inputs[0]), ctx.slot("in"))
+    ctx.link(ctx.tensor(ctx.outputs[0]), ctx.slot("out"))
+
+
+def kernel_macs(layer, tensor, kernel=None):
+    """Every weight of `kernel` (default `layer.kernel`) once per position of `tensor`."""
+    kernel = layer.kernel if kernel is None else kernel
+    return positions(tensor, layer) * math.prod(kernel.shape)

@@ -67,7 +67,7 @@ class ConvHandler(LayerHandler):
         return config
 
     def macs(self, layer, site):
-        return common.positions(site.outputs[0], layer) * math.prod(layer.kernel.shape)
+        return common.kernel_macs(layer, site.outputs[0])
 
 
 class ConvTransposeHandler(LayerHandler):
@@ -86,17 +86,14 @@ class ConvTransposeHandler(LayerHandler):
         return out
 
     def link(self, ctx):
-        ctx.only_input()
-        common.check_activation(ctx)
-        ctx.link(ctx.tensor(ctx.inputs[0]), ctx.slot("in"))
-        ctx.link(ctx.tensor(ctx.outputs[0]), ctx.slot("out"))
+        common.link_in_out(ctx)
 
     def shrink_config(self, layer, config, ctx):
         config["filters"] = ctx.kept("out")
         return config
 
     def macs(self, layer, site):
-        return common.positions(site.inputs[0], layer) * math.prod(layer.kernel.shape)
+        return common.kernel_macs(layer, site.inputs[0])
 
 
 class DepthwiseHandler(LayerHandler):
@@ -128,7 +125,7 @@ class DepthwiseHandler(LayerHandler):
         ctx.link(ctx.tensor(ctx.outputs[0]), out_slot)
 
     def macs(self, layer, site):
-        return common.positions(site.outputs[0], layer) * math.prod(layer.kernel.shape)
+        return common.kernel_macs(layer, site.outputs[0])
 
 
 class SeparableHandler(LayerHandler):

@@ -26,17 +26,14 @@ class DenseHandler(LayerHandler):
         return out
 
     def link(self, ctx):
-        ctx.only_input()
-        common.check_activation(ctx)
-        ctx.link(ctx.tensor(ctx.inputs[0]), ctx.slot("in"))
-        ctx.link(ctx.tensor(ctx.outputs[0]), ctx.slot("out"))
+        common.link_in_out(ctx)
 
     def shrink_config(self, layer, config, ctx):
         config["units"] = ctx.kept("out")
         return config
 
     def macs(self, layer, site):
-        return common.positions(site.outputs[0], layer) * math.prod(layer.kernel.shape)
+        return common.kernel_macs(layer, site.outputs[0])
 
 
 def einsum_parts(layer):
@@ -154,10 +151,7 @@ class EinsumDenseHandler(LayerHandler):
         return out
 
     def link(self, ctx):
-        ctx.only_input()
-        common.check_activation(ctx)
-        ctx.link(ctx.tensor(ctx.inputs[0]), ctx.slot("in"))
-        ctx.link(ctx.tensor(ctx.outputs[0]), ctx.slot("out"))
+        common.link_in_out(ctx)
 
     def shrink_config(self, layer, config, ctx):
         output_shape = list(config["output_shape"])
