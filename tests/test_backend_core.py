@@ -72,6 +72,18 @@ def test_two_by_four_and_block_sparsity():
     groups = np.moveaxis(kernel, -2, -1).reshape(-1, 4)
     assert np.all(np.sum(groups != 0, axis=1) <= 2)
 
+    dense = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="d"),
+                              keras.layers.Dense(10, name="out")])
+    pruned = tfprune.prune_low_magnitude(
+        dense, pruning_schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1), block_size=(2, 2))
+    pruned.compile("adam", LOSS)
+    pruned.fit(RNG.random((32, 16)).astype("float32"), Y[:32], batch_size=8, epochs=1, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep()])
+    kernel = _numpy(tfprune.strip_pruning(pruned).get_layer("d").kernel)  # (16, 8)
+    blocks = kernel.reshape(8, 2, 4, 2).transpose(0, 2, 1, 3).reshape(32, 4)
+    zero_blocks = np.all(blocks == 0, axis=1)
+    assert zero_blocks.sum() == 16 and np.all(np.any(blocks[~zero_blocks] != 0, axis=1))
+
 
 def test_save_and_resume_continue_the_step():
     import tempfile

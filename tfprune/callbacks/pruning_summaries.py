@@ -42,7 +42,17 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def _summary_writer(self):
         if self._writer is None:
-            import tensorflow as tf  # TensorBoard's writer; tfprune targets the TF backend.
+            try:
+                # TensorBoard's event writer, on every Keras backend.
+                import tensorflow as tf
+            except ImportError:
+                raise ValueError(
+                    "PruningSummaries writes TensorBoard event files with TensorFlow's "
+                    f"summary writer, and TensorFlow is not installed (Keras backend: "
+                    f"{keras.backend.backend()}). Install it (pip install tensorflow; the "
+                    "training itself stays on your backend), or leave PruningSummaries out: "
+                    "UpdatePruningStep does not need it."
+                ) from None
 
             folder = os.path.join(self.log_dir, "pruning")
             try:
