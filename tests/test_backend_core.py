@@ -134,3 +134,14 @@ def test_dependency_graph_and_unstructured_strip_are_plain_keras():
     assert len(graph.prunable_groups) == 2  # c1 and c2 (joined by the Add), c3
     stripped = tfprune.strip_pruning(tfprune.prune_low_magnitude(residual_cnn()))
     assert not any(isinstance(layer, tfprune.MaskedWeightsWrapper) for layer in stripped.layers)
+
+
+def test_pruning_summaries_write_event_files(tmp_path):
+    keras.utils.set_random_seed(0)
+    pruned = tfprune.prune_low_magnitude(
+        residual_cnn(), pruning_schedule=tfprune.ConstantSparsity(0.5, 0, frequency=2))
+    pruned.compile("adam", LOSS)
+    pruned.fit(X, Y, batch_size=16, epochs=1, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep(), tfprune.PruningSummaries(str(tmp_path))])
+    files = os.listdir(tmp_path / "pruning")
+    assert files and all(name.startswith("events.out.tfevents") for name in files)
