@@ -217,7 +217,7 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
            num_threads=(1, 4), *, inference_input_type=None, inference_output_type=None,
            allow_float_fallback=False, sparse_format="auto", input_shape=None,
            max_calibration_samples=200, max_eval_samples=None, benchmark_runs=50,
-           benchmark_warmup=5, overwrite=False, lock_timeout=0.0, verbose=0):
+           benchmark_warmup=5, overwrite=False, lock_timeout=0.0, verbose=0, budget=None):
     """Converts a model to TFLite, measures it and writes the file and its report.
 
     Writes `output_path` (e.g. `model.tflite`), `model.report.json` and
@@ -273,6 +273,11 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
       lock_timeout: Seconds to wait while another export writes the same
         output (at least `_io.LOCK_GRACE_S`), then fail.
       verbose: 1 shows progress bars for evaluation and benchmarking.
+      budget: Optional budget the model was planned for, shown next to the
+        measured numbers (report key `budget`, "met"/"missed"): a dict with
+        `latency_ms` (compared with the median at its `num_threads`, default
+        1), `size_kb`, `macs` and/or `params`, plus any facts to keep
+        (`rounds`, `predicted_ms`); `PlanResult.export_budget()` makes one.
 
     Returns:
       The `ExportReport` that was written.
@@ -295,10 +300,25 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
         quantize, inference_input_type, inference_output_type, sparse_format)
     threads = _thread_counts(num_threads)
     wait = _lock_seconds(lock_timeout)
+    if budget is not None:
+        report_lib.check_budget(budget, {}, 0, 0, 0)  # A bad budget fails before any work.
     if quantize == "int8" and representative_data is None:
         raise ValueError("quantize='int8' needs representative_data (e.g. 100-500 training "
                          "examples) to calibrate activation ranges; or choose "
                          "quantize='dynamic'.")
+    from tflite_export import backend_bridge  # Imports Keras: only when exporting.
+
+    if backend_bridge.needs_tensorflow_process(model):
+        # JAX or PyTorch: the same export, run in a TensorFlow process.
+        return backend_bridge.run_export(model, output_path, dict(
+            quantize=quantize, representative_data=representative_data, eval_data=eval_data,
+            num_threads=threads, inference_input_type=inference_input_type,
+            inference_output_type=inference_output_type,
+            allow_float_fallback=allow_float_fallback, sparse_format=sparse_format,
+            input_shape=input_shape, max_calibration_samples=max_calibration_samples,
+            max_eval_samples=max_eval_samples, benchmark_runs=benchmark_runs,
+            benchmark_warmup=benchmark_warmup, overwrite=overwrite, lock_timeout=lock_timeout,
+            verbose=verbose, budget=budget))
 
     folder = os.path.dirname(output_path)
     key = _io.name_key(os.path.basename(json_path)[:-len(".report.json")])
@@ -315,7 +335,8 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
                 sparse_format=sparse_format, input_shape=input_shape,
                 max_calibration_samples=max_calibration_samples,
                 max_eval_samples=max_eval_samples, benchmark_runs=benchmark_runs,
-                benchmark_warmup=benchmark_warmup, overwrite=overwrite, verbose=verbose)
+                benchmark_warmup=benchmark_warmup, overwrite=overwrite, verbose=verbose,
+                budget=budget)
         finally:
             work.remove()
 
@@ -323,7 +344,7 @@ def export(model, output_path, quantize="int8", representative_data=None, eval_d
 def _export_in(work, model, targets, *, quantize, representative_data, eval_data, threads,
                input_type, output_type, allow_float_fallback, sparse_format, input_shape,
                max_calibration_samples, max_eval_samples, benchmark_runs, benchmark_warmup,
-               overwrite, verbose):
+               overwrite, verbose, budget=None):
     """The export proper; every file goes to `work` until the final commit."""
     output_path, json_path, md_path = targets
     stages = _Stages(["prepare model", "check data", "convert", "inspect", "evaluate",
@@ -401,6 +422,8 @@ def _export_in(work, model, targets, *, quantize, representative_data, eval_data
             fidelity=fidelity,
             accuracy=accuracy,
             tflite_sha256=hashlib.sha256(content).hexdigest(),
+            budget=None if budget is None else report_lib.check_budget(
+                budget, latency, len(content), macs, prepared.params),
         )
         json_tmp = work.file(os.path.basename(json_path))
         md_tmp = work.file(os.path.basename(md_path))

@@ -46,6 +46,13 @@ timings_s              {stage: seconds} spent by the export
 tflite_sha256          str | null, SHA-256 (hex) of the `.tflite` file; with
                        size_bytes it ties the report to its model:
                        `load_report` refuses a report whose `.tflite` differs
+budget                 null | the `budget=` given to `export` (e.g.
+                       {"latency_ms", "num_threads", "rounds",
+                       "predicted_ms"} from `PlanResult.export_budget()`)
+                       plus "checks": [{"kind", "budget", "measured",
+                       "met"}] against this export's numbers (latency: the
+                       median at the budget's thread count) and "met":
+                       true | false | null (not measured)
 =====================  ======================================================
 """
 
@@ -100,6 +107,7 @@ class ExportReport:
     accuracy: dict | None = None
     timings_s: dict = dataclasses.field(default_factory=dict)
     tflite_sha256: str | None = None
+    budget: dict | None = None
     created_utc: str = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"))
@@ -190,6 +198,8 @@ class ExportReport:
         if self.accuracy:
             rows.append(("Accuracy", f"{100 * self.accuracy['tflite']:.2f}% (source model "
                                      f"{100 * self.accuracy['reference']:.2f}%)"))
+        if self.budget:
+            rows.append(("Budget", budget_text(self.budget)))
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
         if self.latency_ms:
             lines += ["", "## Latency (ms)", "",
@@ -202,6 +212,73 @@ class ExportReport:
                 lines.append(f"| {threads} | " + " | ".join(
                     "n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
         return "\n".join(lines) + "\n"
+
+
+_BUDGET_UNITS = {"latency_ms": ("latency", "{:.2f} ms"), "size_kb": ("size", "{:.1f} KiB"),
+                 "macs": ("MACs", "{:,.0f}"), "params": ("parameters", "{:,.0f}")}
+
+
+def check_budget(budget, latency_ms, size_bytes, macs, params):
+    """Compares a budget with an export's numbers.
+
+    Args:
+      budget: `{"latency_ms"|"size_kb"|"macs"|"params": value, "num_threads":
+        n, ...}`; other keys (rounds, predicted values) are kept as they are.
+      latency_ms: The report's `latency_ms` (`{"<threads>": stats dict}`).
+      size_bytes, macs, params: The export's size, MACs and parameters.
+
+    Returns:
+      The budget dict with `checks` (`[{"kind", "budget", "measured", "met"}]`)
+      and `met` (True, False, or None when a budgeted value was not measured,
+      e.g. latency without a benchmark at the budget's thread count).
+
+    Raises:
+      ValueError: If `budget` is not a dict with at least one known budget.
+    """
+    if not isinstance(budget, dict) or not any(k in budget for k in _BUDGET_UNITS):
+        raise ValueError(f"budget={budget!r} must be a dict with at least one of "
+                         f"{', '.join(_BUDGET_UNITS)} (e.g. {{'latency_ms': 4.0, "
+                         "'num_threads': 1}, or PlanResult.export_budget()).")
+    out = {k: v for k, v in budget.items() if k not in ("checks", "met")}
+    threads = str(int(out.get("num_threads", 1)))
+    stats = (latency_ms or {}).get(threads)
+    measured = {"latency_ms": stats.get("median_ms") if stats else None,
+                "size_kb": size_bytes / 1024 if size_bytes is not None else None,
+                "macs": macs, "params": params}
+    checks = []
+    for kind in _BUDGET_UNITS:
+        if kind in out:
+            value = measured[kind]
+            checks.append({"kind": kind, "budget": float(out[kind]),
+                           "measured": None if value is None else float(value),
+                           "met": None if value is None else bool(value <= out[kind])})
+    out["checks"] = checks
+    results = [c["met"] for c in checks]
+    out["met"] = None if None in results else all(results)
+    return out
+
+
+def budget_text(budget):
+    """One line for the Markdown report: `latency budget 4.00 ms at 1 thread: met (...)`."""
+    parts = []
+    for check in budget.get("checks", []):
+        name, fmt = _BUDGET_UNITS[check["kind"]]
+        text = f"{name} budget {fmt.format(check['budget'])}"
+        if check["kind"] == "latency_ms":
+            text += f" at {budget.get('num_threads', 1)} thread(s)"
+        if check["met"] is None:
+            text += ": not measured"
+        else:
+            text += (f": {'met' if check['met'] else 'missed'} ("
+                     + ("median " if check["kind"] == "latency_ms" else "")
+                     + fmt.format(check["measured"]) + ")")
+        parts.append(text)
+    extra = []
+    if budget.get("predicted_ms") is not None:
+        extra.append(f"planner predicted {budget['predicted_ms']:.2f} ms")
+    if budget.get("rounds") is not None:
+        extra.append(f"{budget['rounds']} planning round(s)")
+    return "; ".join(parts) + (f" [{', '.join(extra)}]" if extra else "")
 
 
 def tflite_beside(json_path, report):

@@ -16,6 +16,15 @@ loss. Two methods:
   cost model (each group's saving measured with every other group whole).
   Exact when costs add up group by group; otherwise a good start that the
   greedy pass then makes meet the budget.
+
+Both end with a local search: while some group's next larger count still
+fits the budget, the step that recovers the most loss per unit of cost is
+taken back (regrowing: it spends what the last removal step, or the
+knapsack's conservative rounding of costs, left over); then, while growing
+one group by a step and narrowing another by a step fits the budget and
+lowers the loss, the best such exchange is made (and regrowing runs again).
+The greedy path takes one group at a time and can end far below the budget
+when steps are coarse; the exchanges fix that.
 """
 
 import dataclasses
@@ -86,6 +95,8 @@ def allocate(groups, cost, budget, loss, round_to=1, method="greedy", min_keep=0
     if method == "knapsack":
         counts = _knapsack(choices, cost, budget, loss)
     counts, steps = _greedy(choices, cost, budget, loss, counts)
+    counts = _regrow(choices, cost, budget, loss, counts)
+    counts = _exchange(choices, cost, budget, loss, counts)
     total = cost(counts)
     if total > budget * (1 + 1e-9):
         floor = {k: c[-1] for k, c in choices.items()}
@@ -130,7 +141,9 @@ def _greedy(choices, cost, budget, loss, counts):
             extra = loss(key, new) - loss(key, counts[key])
             if saving <= 0:
                 continue
-            ratio = max(extra, 0.0) / saving
+            # Least loss per unit of cost saved; among equal ratios (e.g. steps that lose
+            # nothing), the one that saves the most.
+            ratio = (max(extra, 0.0) / saving, -saving)
             if best is None or ratio < best[0]:
                 best = (ratio, key, new)
         if best is None:
@@ -144,6 +157,73 @@ def _greedy(choices, cost, budget, loss, counts):
         current = cost(counts)
         steps += 1
     return counts, steps
+
+
+def _regrow(choices, cost, budget, loss, counts):
+    """Takes back removal steps that fit in the budget, most loss recovered per cost first."""
+    counts = dict(counts)
+    limit = budget * (1 + 1e-9)
+    current = cost(counts)
+    if current > limit:
+        return counts
+    while True:
+        best = None
+        for key, options in choices.items():
+            i = options.index(counts[key]) if counts[key] in options else 0
+            if i == 0:
+                continue
+            trial = dict(counts)
+            trial[key] = options[i - 1]
+            total = cost(trial)
+            if total > limit:
+                continue
+            # Steps that recover no predicted loss still fit: kept channels never hurt.
+            recovered = max(loss(key, counts[key]) - loss(key, trial[key]), 0.0)
+            extra = total - current
+            ratio = np.inf if extra <= 0 else recovered / extra
+            if best is None or ratio > best[0]:
+                best = (ratio, key, trial[key], total)
+        if best is None:
+            return counts
+        _, key, kept, current = best
+        counts[key] = kept
+
+
+def _exchange(choices, cost, budget, loss, counts, max_moves=100):
+    """Grows one group by a step and narrows another by a step while that lowers the loss."""
+    counts = dict(counts)
+    limit = budget * (1 + 1e-9)
+    if cost(counts) > limit:
+        return counts
+    for _ in range(max_moves):
+        index = {k: options.index(counts[k]) if counts[k] in options else 0
+                 for k, options in choices.items()}
+        ups, downs = [], []
+        for key, options in choices.items():
+            i = index[key]
+            if i > 0:
+                ups.append((loss(key, counts[key]) - loss(key, options[i - 1]), key,
+                            options[i - 1]))
+            if i + 1 < len(options):
+                downs.append((loss(key, options[i + 1]) - loss(key, counts[key]), key,
+                              options[i + 1]))
+        best = None
+        for gain, up_key, up in sorted(ups, reverse=True):
+            for extra, down_key, down in sorted(downs):
+                change = gain - extra
+                if down_key == up_key:
+                    continue
+                if change <= 1e-12 or (best is not None and change <= best[0]):
+                    break  # Sorted: no later pair lowers the loss more.
+                trial = dict(counts)
+                trial[up_key], trial[down_key] = up, down
+                if cost(trial) <= limit:
+                    best = (change, trial)
+                    break
+        if best is None:
+            return counts
+        counts = _regrow(choices, cost, budget, loss, best[1])
+    return counts
 
 
 def _knapsack(choices, cost, budget, loss, bins=2000):

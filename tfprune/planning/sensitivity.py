@@ -12,6 +12,7 @@ channel is kept:
   interpolated in between.
 """
 
+import keras
 import numpy as np
 
 from tfprune import importance as importance_lib
@@ -68,6 +69,8 @@ class MeasuredSensitivity:
         base = float(loss_fn(y, np.asarray(wrapped(x, training=False))))
         scores = pruner.scores()
         full = pruner.current_keep()
+        # Masking zeroes the masked weights: every cut is undone from this copy.
+        saved = [np.asarray(keras.ops.convert_to_numpy(w)) for w in wrapped.weights]
         self.base_loss = base
         self._tables = {}
         work = [(g, grid_levels(g.size, round_to, levels)) for g in pruner.groups]
@@ -82,6 +85,8 @@ class MeasuredSensitivity:
                 pruner.set_keep({group.id: flags})
                 losses.append(float(loss_fn(y, np.asarray(wrapped(x, training=False)))) - base)
                 pruner.set_keep(full)
+                for weight, value in zip(wrapped.weights, saved):
+                    weight.assign(value)
                 done += 1
                 if progress is not None:
                     progress(done, total, group_key(group))
