@@ -341,8 +341,9 @@ def _exception_class(record):
                 cls = None
         else:
             continue
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            return None if cls in (BaseException, Exception) else cls
+        if isinstance(cls, type) and issubclass(cls, (Exception, KeyboardInterrupt)):
+            # Not SystemExit: it would end this process.
+            return None if cls is Exception else cls
     return None
 
 
