@@ -246,7 +246,10 @@ def _encode_arguments(arguments):
 
 def _save_model(model, path):
     try:
-        model.save(path)
+        # Keras's saving imports TensorFlow when it is installed (to check for
+        # it); its start-up lines would reach the user's terminal.
+        with _quiet.filtered_stderr():
+            model.save(path)
     except OSError:
         raise
     except Exception as e:  # pylint: disable=broad-except  Any saving failure.
