@@ -117,10 +117,9 @@ def check_tensorflow_installed():
     """
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError(
-            f"tflite_export.export needs TensorFlow, which is not installed: the TFLite "
-            f"converter is part of it (on the {backend()} backend the model is converted "
-            "in a separate TensorFlow process; training stays where it is). "
-            "export needs TensorFlow: pip install tensorflow")
+            "export needs TensorFlow: pip install tensorflow. The TFLite converter is part "
+            f"of TensorFlow; on the {backend()} backend, tflite_export.export runs it in a "
+            f"separate TensorFlow process (training stays on {backend()}).")
 
 
 # --- Arguments and data as files ------------------------------------------------------------
