@@ -121,10 +121,6 @@ def _self_attention_macs(mha, tensor):
     return handler_for(mha).macs(mha, site)
 
 
-def _dense_macs(dense, positions):
-    return positions * math.prod(dense.kernel.shape)
-
-
 def _main_input(ctx):
     """The tensor a composite layer is called on (its first argument)."""
     tensor = ctx.argument("inputs", 0)
@@ -298,10 +294,9 @@ class TransformerEncoderHandler(LayerHandler):
     def macs(self, layer, site):
         """The self-attention and the feedforward network (batch size 1)."""
         tensor = site.inputs[0]
-        positions = common.positions(tensor, layer)
         return (_self_attention_macs(layer._self_attention_layer, tensor)
-                + _dense_macs(layer._feedforward_intermediate_dense, positions)
-                + _dense_macs(layer._feedforward_output_dense, positions))
+                + common.kernel_macs(layer._feedforward_intermediate_dense, tensor)
+                + common.kernel_macs(layer._feedforward_output_dense, tensor))
 
 
 class ViTEncoderHandler(LayerHandler):
@@ -359,10 +354,9 @@ class ViTEncoderHandler(LayerHandler):
     def macs(self, layer, site):
         """Self-attention and MLP of every block (batch size 1)."""
         tensor = site.inputs[0]
-        positions = common.positions(tensor, layer)
         return sum(_self_attention_macs(block.mha, tensor)
-                   + _dense_macs(block.mlp.dense_1, positions)
-                   + _dense_macs(block.mlp.dense_2, positions)
+                   + common.kernel_macs(block.mlp.dense_1, tensor)
+                   + common.kernel_macs(block.mlp.dense_2, tensor)
                    for block in layer.encoder_layers)
 
 
