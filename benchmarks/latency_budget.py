@@ -10,9 +10,11 @@ MobileNetV2 224 (random weights), INT8, 1 thread, on this machine:
   - the planning time of the first budget, table included (target: under 10 minutes on 2 cores).
 
 Fashion-MNIST CNN from examples/quickstart.py (trained here), INT8, 1 thread:
-  - budgets of 0.6 and 0.4 x the dense model's measured latency; the planned allocation
-    (sensitivity measured on 500 held-out training images, importance scores as tie-breaker)
-    against uniform pruning at the closest measured latency (5% steps of the ratio), both
+  - budgets of 0.6 and 0.4 x the dense model's measured latency; the plan
+    (`plan_for_budget(sensitivity=(x, y))` with 500 held-out training images: sensitivity
+    measured per group, importance scores as tie-breaker, and the candidate plans compared by
+    validation loss after re-estimating BatchNorm statistics) against uniform pruning that
+    meets the same budget as measured (the least-pruned ratio in 1% steps that does), both
     fine-tuned the same way (`prune_channels` on a schedule, with the plan or the uniform ratio,
     `--finetune_epochs` epochs, then `shrink`), over 3 seeds (target: the plan at least as
     accurate on average at 0.4 x).
@@ -199,21 +201,38 @@ def fine_tune_accuracy(start, data, seed, **prune_kwargs):
     return small, quickstart.accuracy(small, *data[1])
 
 
-def matching_uniform(model, graph, table, runner, target_ms, round_to):
-    """The uniform sparsity whose measured latency is closest to the target.
+def matching_uniform(model, graph, table, runner, budget_ms, round_to):
+    """Uniform pruning that meets the same budget, measured: the least-pruned ratio that does.
 
-    Candidates: the 5%-step sparsity the table predicts closest, and its neighbours.
+    Ratios in 1% steps give the distinct uniform models (kept counts move in `round_to`
+    steps, so exactly the planned latency is rarely reachable). The walk starts at the first
+    one the table predicts to meet the budget and moves by measuring: towards less pruning
+    while the next one still meets the budget, towards more until one does.
     """
-    predicted = []
-    for s in np.arange(0.05, 0.951, 0.05):
-        predicted.append((float(s), table(table_lib.uniform_counts(graph, s, round_to))))
-    start = min(predicted, key=lambda p: abs(p[1] - target_ms))[0]
+    options, seen = [], set()
+    for s in np.arange(0.0, 0.951, 0.01):
+        counts = table_lib.uniform_counts(graph, float(s), round_to)
+        signature = tuple(sorted(counts.items()))
+        if signature not in seen:
+            seen.add(signature)
+            options.append((round(float(s), 2), counts))
+    i = next((i for i, (_, c) in enumerate(options) if table(c) <= budget_ms), len(options) - 1)
     tried = {}
-    for s in sorted({round(max(0.05, start - 0.05), 2), round(start, 2),
-                     round(min(0.95, start + 0.05), 2)}):
-        tried[s] = measure_model(runner, uniform_model(model, s, round_to))
-    s = min(tried, key=lambda s: abs(tried[s] - target_ms))
-    return s, tried[s], tried
+
+    def measured(i):
+        s = options[i][0]
+        if s not in tried:
+            tried[s] = measure_model(runner, uniform_model(model, s, round_to))
+        return tried[s]
+
+    if measured(i) <= budget_ms:
+        while i > 0 and measured(i - 1) <= budget_ms:
+            i -= 1
+    else:
+        while i < len(options) - 1 and measured(i) > budget_ms:
+            i += 1
+    s = options[i][0]
+    return s, tried[s] if s in tried else measured(i), dict(sorted(tried.items()))
 
 
 def cnn_part(results):
@@ -240,24 +259,22 @@ def cnn_part(results):
                               levels=2 if FLAGS.quick else FLAGS.levels, runner=runner,
                               progress=lambda *a: None)
     say(table.summary())
-    groups = {planning.group_key(g): g.size for g in graph.prunable_groups}
-    # What plan_for_budget(sensitivity=(x_val, y_val)) does, with the measurement made here.
-    sensitivity = planner.CombinedSensitivity(
-        planning.MeasuredSensitivity(dense, x_val, y_val, round_to=FLAGS.round_to, levels=4),
-        planning.ScoreSensitivity(graph), groups)
     say(f"Dense: {100 * dense_accuracy:.2f}%, {table.dense_ms:.4f} ms")
     rows = []
     for factor in [0.5] if FLAGS.quick else [float(b) for b in FLAGS.cnn_budgets]:
         budget = factor * table.dense_ms
         result = planner.plan_for_budget(dense, latency_ms=budget, table=table, runner=runner,
-                                         sensitivity=sensitivity, round_to=FLAGS.round_to,
+                                         sensitivity=(x_val, y_val), round_to=FLAGS.round_to,
                                          progress=lambda *a: None)
         planned_ms = result.measured["latency_ms"]
-        sparsity, uniform_ms, tried = matching_uniform(dense, graph, table, runner, planned_ms,
+        sparsity, uniform_ms, tried = matching_uniform(dense, graph, table, runner, budget,
                                                        FLAGS.round_to)
         say(f"\nBudget {factor:g} x = {budget:.4f} ms: {result.status()}")
         say("  plan: " + ", ".join(f"{k} {v}/{result.groups[k]}"
                                    for k, v in result.plan.targets.items()))
+        say("  chosen by validation loss (BatchNorm re-estimated) among: " + "; ".join(
+            f"{c['name']} {c['validation_loss']:.3f}"
+            for c in result.rounds[result.chosen]["candidates"]))
         say(f"  uniform {sparsity:.0%}: {uniform_ms:.4f} ms measured (tried "
             + ", ".join(f"{s:.0%}: {ms:.4f}" for s, ms in tried.items()) + ")")
         planned_acc, uniform_acc = [], []

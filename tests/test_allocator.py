@@ -34,7 +34,7 @@ def _separable(rng, num_groups=3, round_to=8):
 
 
 def _brute_force(sizes, cost, budget, loss, round_to, min_keep=0.1):
-    choices = [_choices(size, round_to, size * min_keep) for size in sizes.values()]
+    choices = [_choices(size, round_to, min_keep) for size in sizes.values()]
     best = None
     for combo in itertools.product(*choices):
         counts = dict(zip(sizes, combo))
@@ -122,7 +122,7 @@ def test_allocation_meets_the_budget_on_bilinear_tables(method):
             assert kept == sizes[key] or (kept % 8 == 0 and kept >= 0.1 * sizes[key])
         # Nothing left over: no group's next larger count still fits the budget.
         for key, kept in result.counts.items():
-            options = _choices(sizes[key], 8, 0.1 * sizes[key])
+            options = _choices(sizes[key], 8, 0.1)
             i = options.index(kept)
             if i > 0:
                 trial = dict(result.counts, **{key: options[i - 1]})

@@ -178,6 +178,15 @@ def test_knapsack_and_measured_sensitivity(model):
         result = planner.plan_for_budget(model, macs=budget, sensitivity=(x, y),
                                          method=method, round_to=8)
         assert result.met and result.plan.info["method"] == method
+        # With validation data the round measured the candidate of least validation loss.
+        considered = result.rounds[result.chosen]["candidates"]
+        assert len(considered) >= 2
+        best = min(considered, key=lambda c: c["validation_loss"])
+        assert result.rounds[result.chosen]["chosen_by"] == best["name"]
+        assert result.plan.targets == best["counts"]
+        assert all(c["predicted_cost"] <= budget for c in considered)
+        assert result.plan.info["chosen_by"] == best["name"]
+        assert "validation loss after re-estimating BatchNorm" in result.summary()
 
 
 def test_table_path_is_measured_saved_then_reused(model, tmp_path):

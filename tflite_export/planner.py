@@ -50,7 +50,10 @@ class PlanResult:
         `size_kb`), with `precision` and `num_threads`.
       rounds: One dict per round: `round`, `allocator_budget`, `predicted`
         and `measured` (`{kind: value}`), `macs`, `params`, `size_bytes`,
-        `latency_ms`, `met`, `within_tolerance`.
+        `latency_ms`, `met`, `within_tolerance`; with validation data,
+        `candidates` (each plan considered: `name`, `counts`,
+        `predicted_cost`, `validation_loss`) and `chosen_by` (the name of the
+        one measured).
       chosen: Index in `rounds` of the round whose plan was kept.
       met: Whether the chosen round's measured values meet every budget.
       within_tolerance: Whether they are also at least the tolerance's lower
@@ -165,6 +168,16 @@ class PlanResult:
             cells += [f"{r['macs']:,}", f"{r['params']:,}",
                       "yes" if r["within_tolerance"] else ("met" if r["met"] else "no")]
             lines.append("| " + " | ".join(cells) + " |")
+        considered = self.rounds[self.chosen].get("candidates") or []
+        if considered:
+            lines += ["", f"Round {self.chosen + 1} chose among {len(considered)} plans meeting "
+                      "the allocator budget, by validation loss after re-estimating BatchNorm "
+                      "statistics:", "", "| candidate | validation loss | kept per group |",
+                      "|---|---|---|"]
+            for c in considered:
+                mark = " (chosen)" if c["name"] == self.rounds[self.chosen]["chosen_by"] else ""
+                lines.append(f"| {c['name']}{mark} | {c['validation_loss']:.4f} | "
+                             + ", ".join(str(v) for v in c["counts"].values()) + " |")
         lines += ["", self.status(), f"Planning took {self.elapsed_s:.0f} s."]
         return "\n".join(lines)
 
@@ -283,22 +296,41 @@ class CombinedSensitivity:
 
 
 def _sensitivity(model, graph, sensitivity, importance, round_to, progress):
+    """`(loss, scores, evaluator)`: the allocator's loss, and with validation data the scores
+    and a `PlanEvaluator` that chooses among candidate plans (else None, None)."""
     from tfprune import planning
 
     if sensitivity is None or isinstance(sensitivity, str):
-        return planning.ScoreSensitivity(graph, sensitivity or importance)
+        return planning.ScoreSensitivity(graph, sensitivity or importance), None, None
     if isinstance(sensitivity, (tuple, list)) and len(sensitivity) == 2:
-        x, y = sensitivity
+        x, y = (np.asarray(a) for a in sensitivity)
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"sensitivity=(x, y) needs as many labels as examples, at least "
+                             f"one. Received {len(x)} examples and {len(y)} labels.")
         measured = planning.MeasuredSensitivity(
-            model, np.asarray(x), np.asarray(y), round_to=round_to, importance=importance,
+            model, x, y, round_to=round_to, importance=importance,
             progress=lambda done, total, key: progress(done, total, f"sensitivity {key}"))
         groups = {planning.group_key(g): g.size for g in graph.prunable_groups}
-        return CombinedSensitivity(measured, planning.ScoreSensitivity(graph, importance),
-                                   groups)
+        scores = planning.ScoreSensitivity(graph, importance)
+        return (CombinedSensitivity(measured, scores, groups), scores,
+                planning.PlanEvaluator(model, x, y, importance=importance))
     if callable(sensitivity):
-        return sensitivity
+        return sensitivity, None, None
     raise ValueError(f"sensitivity={sensitivity!r} must be None (importance scores), an "
                      "importance name, (x, y) validation data, or fn(group key, kept) -> loss.")
+
+
+def _best_candidate(candidates, evaluator, progress, number):
+    """The candidate with the least validation loss, and a record of every candidate."""
+    records = []
+    for i, candidate in enumerate(candidates):
+        loss = evaluator(candidate.counts)
+        records.append({"name": candidate.name, "counts": dict(candidate.counts),
+                        "predicted_cost": float(candidate.cost), "validation_loss": loss})
+        progress(i + 1, len(candidates), f"round {number}: candidate '{candidate.name}': "
+                 f"validation loss {loss:.4f}")
+    best = min(range(len(records)), key=lambda i: records[i]["validation_loss"])
+    return candidates[best].counts, records[best]["name"], records
 
 
 def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None,
@@ -334,7 +366,13 @@ def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None
         None (the `importance` scores, `tfprune.planning.ScoreSensitivity`),
         `(x, y)` validation examples (`MeasuredSensitivity`: the loss
         increase when one group alone is cut, with the scores as a tie-breaker,
-        see `CombinedSensitivity`), or `fn(group key, kept) -> loss`.
+        see `CombinedSensitivity`), or `fn(group key, kept) -> loss`. With
+        `(x, y)`, each round also chooses among several plans that meet the
+        budget by the cost model (`tfprune.planning.candidate_plans`: the
+        allocation, allocations with higher per-group floors, the allocation
+        by scores, uniform pruning) the one whose one-shot pruned model has
+        the least loss on `(x, y)` after re-estimating its BatchNorm
+        statistics (`tfprune.planning.PlanEvaluator`).
       importance: Channel importance used to rank channels (as
         `prune_channels`).
       round_to: Kept channels are multiples of this (8 or 16 suit XNNPACK).
@@ -418,7 +456,8 @@ def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None
                                       counted.sites_sum(groups), scale=scale, kind="size",
                                       unit="KiB")
             budgets.append(_Budget("size_kb", targets["size_kb"], cost))
-    loss = _sensitivity(model, graph, sensitivity, importance, round_to, progress)
+    loss, scores, evaluator = _sensitivity(model, graph, sensitivity, importance, round_to,
+                                           progress)
 
     # Measured kinds aim at the middle of the band (room for noise on both sides); MACs
     # are counted exactly, so they aim at the budget itself.
@@ -426,30 +465,37 @@ def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None
     aims = {b.kind: high if b.kind == "macs" else goal for b in budgets}
     allocator_targets = {b.kind: b.target * aims[b.kind] for b in budgets}
 
-    def allocate():
+    def allocate(number):
+        """`(counts, chosen candidate name or None, candidate records)` for this round."""
         if len(budgets) == 1:
             cost, value = budgets[0].cost, allocator_targets[budgets[0].kind]
         else:
             cost, value = _Combined(budgets, allocator_targets), 1.0
-        return planning.allocate(groups, cost, value, loss, round_to=round_to, method=method,
-                                 min_keep=min_keep)
+        if evaluator is None:
+            counts = planning.allocate(groups, cost, value, loss, round_to=round_to,
+                                       method=method, min_keep=min_keep).counts
+            return counts, None, []
+        candidates = planning.candidate_plans(groups, cost, value, loss, round_to=round_to,
+                                              method=method, min_keep=min_keep, scores=scores)
+        return _best_candidate(candidates, evaluator, progress, number)
 
-    thinnest = {k: _floor(size, round_to, min_keep) for k, size in groups.items()}
+    thinnest = {k: planning.floor_count(size, round_to, min_keep) for k, size in groups.items()}
     rounds, measured_plans, models, stopped = [], {}, [], "max_rounds"
     for number in range(1, max_rounds + 1):
         try:
-            counts = allocate().counts
+            counts, chosen_by, candidates = allocate(number)
         except ValueError as e:
             if rounds:
                 # Tightened below the thinnest plan min_keep allows: measure that one, once.
                 logging.info("Round %d: %s", number, e)
                 counts, stopped = thinnest, "thinnest"
+                chosen_by, candidates = "thinnest plan min_keep allows", []
             else:
                 # Aiming inside the band was too ambitious: aim at the budget itself.
                 aims = {k: high for k in aims}
                 allocator_targets = {b.kind: b.target * high for b in budgets}
                 try:
-                    counts = allocate().counts
+                    counts, chosen_by, candidates = allocate(number)
                 except ValueError:
                     wanted = ", ".join(f"{k}={_format(k, v)}" for k, v in targets.items())
                     raise ValueError(f"The budget ({wanted}) is out of reach by the cost model: "
@@ -475,7 +521,8 @@ def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None
                        "allocator_budget": {k: float(v) for k, v in allocator_targets.items()},
                        "predicted": predicted, "measured": measured, "counts": dict(counts),
                        "loss": float(sum(loss(k, v) for k, v in counts.items())), "met": met,
-                       "within_tolerance": within, **info})
+                       "within_tolerance": within, "chosen_by": chosen_by,
+                       "candidates": candidates, **info})
         models.append(small)
         progress(number, max_rounds, f"round {number}: " + ", ".join(
             f"{k} predicted {_format(k, predicted[k])}, measured {_format(k, measured[k])} "
@@ -498,8 +545,10 @@ def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None
             "within_tolerance": best["within_tolerance"], "tolerance": [low, high],
             "predicted": best["predicted"], "measured": best["measured"],
             "dense": dense, "method": method, "round_to": round_to,
+            "chosen_by": best["chosen_by"], "candidates": best["candidates"],
             "history": [{k: r[k] for k in ("round", "allocator_budget", "predicted",
-                                           "measured", "met", "within_tolerance")}
+                                           "measured", "met", "within_tolerance",
+                                           "chosen_by")}
                         for r in rounds]}
     if lat_table is not None:
         info["device"] = lat_table.key.get("device")
@@ -513,13 +562,6 @@ def plan_for_budget(model, latency_ms=None, macs=None, params=None, size_kb=None
     plan.info["elapsed_s"] = round(result.elapsed_s, 1)
     (logging.info if result.met else logging.warning)("%s", result.status())
     return result
-
-
-def _floor(size, round_to, min_keep):
-    """The fewest channels `allocate` lets a group keep (see `tfprune.planning.allocate`)."""
-    if size <= round_to:
-        return size
-    return min(size, max(round_to, int(np.ceil(size * min_keep / round_to)) * round_to))
 
 
 def _measure_round(small, budgets, precision, representative_data, runner):

@@ -49,11 +49,18 @@ class Allocation:
     steps: int = 0
 
 
-def _choices(size, round_to, minimum):
-    """Kept counts a group may take, largest first: `size`, then multiples of `round_to`."""
+def floor_count(size, round_to, min_keep):
+    """The fewest channels a group of `size` may keep: `min_keep` of them, up to `round_to`."""
     if size <= round_to:
+        return size
+    return min(size, max(round_to, int(np.ceil(size * min_keep / round_to)) * round_to))
+
+
+def _choices(size, round_to, min_keep):
+    """Kept counts a group may take, largest first: `size`, then multiples of `round_to`."""
+    lowest = floor_count(size, round_to, min_keep)
+    if lowest >= size:
         return [size]
-    lowest = max(round_to, int(np.ceil(minimum / round_to)) * round_to)
     counts = list(range((size - 1) // round_to * round_to, lowest - 1, -round_to))
     return [size] + [c for c in counts if 0 < c < size]
 
@@ -90,7 +97,7 @@ def allocate(groups, cost, budget, loss, round_to=1, method="greedy", min_keep=0
     _check(groups, budget)
     if method not in ("greedy", "knapsack"):
         raise ValueError(f"method must be 'greedy' or 'knapsack'. Received: method={method!r}")
-    choices = {k: _choices(size, round_to, size * min_keep) for k, size in groups.items()}
+    choices = {k: _choices(size, round_to, min_keep) for k, size in groups.items()}
     counts = {k: size for k, size in groups.items()}
     if method == "knapsack":
         counts = _knapsack(choices, cost, budget, loss)

@@ -65,7 +65,7 @@ class MeasuredSensitivity:
         wrapped = channel_pruning.prune_channels(
             model, schedules.ConstantSparsity(0.0, begin_step=2**62), importance=importance)
         pruner = channel_pruning.get_channel_pruner(wrapped)
-        loss_fn = loss_fn or _default_loss
+        loss_fn = loss_fn or default_loss
         base = float(loss_fn(y, np.asarray(wrapped(x, training=False))))
         scores = pruner.scores()
         full = pruner.current_keep()
@@ -100,7 +100,7 @@ class MeasuredSensitivity:
         return float(np.interp(kept, counts, losses))
 
 
-def _default_loss(y, outputs):
+def default_loss(y, outputs):
     outputs = np.asarray(outputs, np.float64).reshape(len(y), -1)
     probabilities = np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)
     if not probabilities:
