@@ -20,9 +20,9 @@ error <= 1e-5), and MACs are counted with `tfprune.count_macs`.
 
 Dense and pruned models are converted to float32 and INT8 (full-integer, a
 small random calibration set) TFLite with `tflite_export.conversion` (the
-path `tflite_export.export` takes; INT8 lets one op stay in float: the NEG
-of Keras 3's LayerNormalization, for which TFLite has no int8 kernel; see
-`to_tflite`), and timed in LiteRT (XNNPACK) at each
+path `tflite_export.export` takes, fully integer: LayerNormalization is
+traced without the float NEG Keras 3 would leave, see
+`tflite_export.layer_norm`), and timed in LiteRT (XNNPACK) at each
 thread count, all in one run. For each model and precision, the dense and
 pruned interpreters of every thread count run in interleaved rounds: each
 round times dense and pruned back to back (`--runs_per_round` invokes each,
@@ -216,11 +216,8 @@ def relative_error(reference, other, x):
 def to_tflite(model, precision, calibration):
     """Converts `model` through `tflite_export` (int8: full-integer, int8 I/O).
 
-    Int8 allows float fallback: Keras 3's `LayerNormalization` computes
-    `-mean * inv + beta` (`keras.ops.layer_normalization`), and TFLite's NEG
-    has no int8 kernel, so the converter leaves that NEG (one value per
-    token) in float between a DEQUANTIZE and a QUANTIZE. The ops left in
-    float are returned so the table can name them.
+    No float fallback: an op without an INT8 kernel fails the run
+    (`tflite_export.UnsupportedOpsError` names it).
 
     Returns:
       A `tflite_export.conversion.ConversionResult`.
@@ -234,7 +231,7 @@ def to_tflite(model, precision, calibration):
             samples = data.representative_samples(calibration, prepared.signatures)
         io_type = "int8" if precision == "int8" else "float32"
         return conversion.convert(prepared.saved_model_dir, precision, samples, io_type,
-                                  io_type, allow_float_fallback=precision == "int8",
+                                  io_type, allow_float_fallback=False,
                                   sparse_format="never")
     finally:
         prepared.cleanup()

@@ -142,18 +142,9 @@ def _fixed_signatures(names, shapes, dtypes, input_shape):
 
 
 def _find_layers(model):
-    try:
-        return list(model._flatten_layers(include_self=False, recursive=True))
-    except (AttributeError, TypeError):
-        found, stack = [], list(getattr(model, "layers", []))
-        while stack:
-            layer = stack.pop()
-            found.append(layer)
-            stack.extend(getattr(layer, "layers", []))
-            inner = getattr(layer, "layer", None)
-            if inner is not None:
-                stack.append(inner)
-        return found
+    from tfprune.layer_walk import all_layers
+
+    return all_layers(model)[1:]
 
 
 # Variables that pruning wrappers keep next to a layer's weights: tfprune's
@@ -412,8 +403,12 @@ def _prepare_keras(model, input_shape, kind, source_path=None, temp_dir=None):
     saved_model_dir = os.path.join(temp_dir, "saved_model")
     specs = [keras.InputSpec(shape=s.shape, dtype=s.dtype.name) for s in signatures]
     try:
-        model.export(saved_model_dir, format="tf_saved_model", verbose=False,
-                     input_signature=[specs] if len(specs) > 1 else specs)
+        # Traced with LayerNormalization as (x - mean) * inv + beta: no float NEG in INT8.
+        from tflite_export import layer_norm
+
+        with layer_norm.integer_friendly_layer_norms(model):
+            model.export(saved_model_dir, format="tf_saved_model", verbose=False,
+                         input_signature=[specs] if len(specs) > 1 else specs)
     except Exception:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise

@@ -16,24 +16,14 @@ far better than the plain one.
 import keras
 import numpy as np
 
+from tfprune.layer_walk import all_layers
 from tfprune.planning.sensitivity import default_loss
 
 
 def batch_norm_layers(model):
     """Every `BatchNormalization` layer of `model`, nested models and wrappers included."""
-    found, stack, seen = [], [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", None) or [])
-        inner = getattr(layer, "layer", None)
-        if isinstance(inner, keras.layers.Layer):
-            stack.append(inner)
-    return found
+    return [layer for layer in all_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def recalibrate_batch_norm(model, x, batch_size=64):
