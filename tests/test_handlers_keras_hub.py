@@ -7,6 +7,9 @@ thinner model has fewer parameters and MACs, and saves to `.keras` and loads
 back computing the same.
 """
 
+import os
+import sys
+
 import keras
 import keras_hub
 import numpy as np
@@ -14,6 +17,9 @@ import pytest
 from keras import layers as L
 
 import tfprune
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+import keras_hub_layouts  # noqa: E402  benchmarks/keras_hub_layouts.py
 
 DIM, HEADS, FFN, SEQ, VOCAB = 32, 4, 64, 16, 100
 
@@ -232,20 +238,7 @@ def test_mobilenet_groups(mobilenet):
 
 def test_mobilenet_macs_match_keras_applications():
     # MobileNetV3-Small 1.0 in KerasHub's blocks, and keras.applications'.
-    hub = keras_hub.models.MobileNetBackbone(
-        stackwise_expansion=[[72, 88], [96, 240, 240], [120, 144], [288, 576, 576]],
-        stackwise_num_blocks=[2, 3, 2, 3],
-        stackwise_num_filters=[[24, 24], [40, 40, 40], [48, 48], [96, 96, 96]],
-        stackwise_kernel_size=[[3, 3], [5, 5, 5], [5, 5], [5, 5, 5]],
-        stackwise_num_strides=[[2, 1], [2, 1, 1], [1, 1], [2, 1, 1]],
-        stackwise_se_ratio=[[None, None], [0.25] * 3, [0.25] * 2, [0.25] * 3],
-        stackwise_activation=[["relu"] * 2, ["hard_swish"] * 3, ["hard_swish"] * 2,
-                              ["hard_swish"] * 3],
-        stackwise_padding=[[1, 1], [2, 2, 2], [2, 2], [2, 2, 2]],
-        output_num_filters=1024, depthwise_filters=16, depthwise_stride=2,
-        depthwise_residual=False, last_layer_filter=576, squeeze_and_excite=0.5,
-        image_shape=(64, 64, 3), input_activation="hard_swish", output_activation="hard_swish",
-        input_num_filters=16)
+    hub = keras_hub_layouts.mobilenet_v3_small(64)
     apps = keras.applications.MobileNetV3Small(
         weights=None, input_shape=(64, 64, 3), include_top=False, include_preprocessing=False)
     assert hub.count_params() == apps.count_params()

@@ -594,12 +594,9 @@ class LatencyTable:
 
     def save(self, path):
         """Writes the table as JSON (atomically replacing an existing file)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.get_config(), f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        from tfprune.json_files import save_json
+
+        save_json(path, self.get_config(), indent=1)
 
     @classmethod
     def load(cls, path, model=None, precision=None, num_threads=None, device=None):

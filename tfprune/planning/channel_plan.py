@@ -8,9 +8,9 @@ a config inside `prune_channels`' wrappers.
 """
 
 import json
-import os
 
 from tfprune.dependency.graph import Group
+from tfprune.json_files import save_json
 
 
 def group_key(group):
@@ -101,11 +101,7 @@ class ChannelPlan:
 
     def save(self, path):
         """Writes the plan as JSON (a new file; an existing one is replaced atomically)."""
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.get_config(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        save_json(path, self.get_config(), indent=2)
 
     @classmethod
     def load(cls, path):
