@@ -63,6 +63,25 @@ def test_training_reaches_the_schedules_exact_sparsity(epochs):
             if isinstance(w, tfprune.PruneLowMagnitude)} == {steps}
 
 
+def test_training_and_saving_warn_of_no_integer_truncation(tmp_path):
+    # JAX without x64 has no int64: step counters there are int32, not truncated with a warning.
+    import warnings
+
+    keras.utils.set_random_seed(0)
+    schedule = tfprune.PolynomialDecay(0.0, 0.5, 0, 8, frequency=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned = tfprune.prune_low_magnitude(residual_cnn(), pruning_schedule=schedule)
+        pruned.compile("adam", LOSS)
+        pruned.fit(X, Y, batch_size=8, epochs=1, verbose=0,
+                   callbacks=[tfprune.UpdatePruningStep()])
+        pruned.save(tmp_path / "pruned.keras")
+        keras.saving.load_model(tmp_path / "pruned.keras")
+    truncated = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    assert truncated == []
+    assert int(_numpy(pruned.get_layer("prune_low_magnitude_c1").pruning_step)) == 8
+
+
 def test_two_by_four_and_block_sparsity():
     keras.utils.set_random_seed(0)
     pruned = tfprune.prune_low_magnitude(residual_cnn(), sparsity_m_by_n=(2, 4))

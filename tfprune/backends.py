@@ -36,6 +36,21 @@ def counts_steps_per_call():
     return name() == "jax"
 
 
+def step_dtype():
+    """The integer type of step counters: int64 as in tfmot, or int32 on JAX without x64.
+
+    JAX without `jax_enable_x64` has no 64-bit integers: an int64 variable
+    would be truncated to int32 with a warning at every creation and cast.
+    int32 counts 2**31 - 1 steps.
+    """
+    if name() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32"
+    return "int64"
+
+
 @contextlib.contextmanager
 def reading(values, variables=()):
     """Variables read as other values inside the block; assignments still count.

@@ -210,7 +210,7 @@ class MaskedWeightsWrapper(keras.layers.Wrapper):
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
-            dtype="int64",
+            dtype=backends.step_dtype(),
             initializer=keras.initializers.Constant(-1),
             trainable=False,
             aggregation="only_first_replica",

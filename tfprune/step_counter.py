@@ -86,12 +86,13 @@ class StepCounter:
             self._python_steps = int(start_step)
             if self._offset is None:
                 self._offset = keras.Variable(
-                    0, dtype="int64", trainable=False, name="tfprune_step_offset")
+                    0, dtype=backends.step_dtype(), trainable=False,
+                    name="tfprune_step_offset")
             return
         offset = int(start_step) - self._iterations()
         if self._offset is None:
             self._offset = keras.Variable(
-                offset, dtype="int64", trainable=False, name="tfprune_step_offset"
+                offset, dtype=backends.step_dtype(), trainable=False, name="tfprune_step_offset"
             )
         else:
             self._offset.assign(offset)
@@ -117,7 +118,7 @@ class StepCounter:
         return self.steps_done() + 1
 
     def current_step(self, wrapper=None):
-        """The step of the batch being computed, as an int64 tensor.
+        """The step of the batch being computed, as an integer tensor (`backends.step_dtype()`).
 
         For use inside the training step, before the optimizer applies its
         update. On JAX, where the forward pass cannot read the optimizer's
@@ -127,7 +128,8 @@ class StepCounter:
         if backends.counts_steps_per_call():
             if wrapper is None:
                 raise ValueError("On JAX the step is counted per wrapper; pass the wrapper.")
-            done = keras.ops.maximum(keras.ops.cast(wrapper.pruning_step.value, "int64"), 0)
+            done = keras.ops.maximum(
+                keras.ops.cast(wrapper.pruning_step.value, backends.step_dtype()), 0)
             return keras.ops.add(done, 1)
-        iterations = keras.ops.cast(self.optimizer.iterations, "int64")
+        iterations = keras.ops.cast(self.optimizer.iterations, backends.step_dtype())
         return keras.ops.add(keras.ops.add(self._offset.value, iterations), 1)
