@@ -678,12 +678,9 @@ def uniform_counts(graph, fraction, round_to=1):
 
 def planned_model(model, counts, importance="l2"):
     """The model pruned one-shot to `{group key: kept}` and shrunk."""
-    import tfprune
-    from tfprune.planning import ChannelPlan
+    from tfprune.planning import prune_to_plan
 
-    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0),
-                                    importance=importance, plan=ChannelPlan(counts))
-    return tfprune.shrink(pruned)
+    return prune_to_plan(model, counts, importance=importance)
 
 
 def _log_progress(done, total, message):

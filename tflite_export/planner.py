@@ -322,6 +322,8 @@ def _sensitivity(model, graph, sensitivity, importance, round_to, progress):
 
 def _best_candidate(candidates, evaluator, progress, number):
     """The candidate with the least validation loss, and a record of every candidate."""
+    if len(candidates) == 1:
+        return candidates[0].counts, candidates[0].name, []
     records = []
     for i, candidate in enumerate(candidates):
         loss = evaluator(candidate.counts)

@@ -21,5 +21,5 @@ from tfprune.planning.cost_model import (
     grid_levels,
     measure_sites,
 )
-from tfprune.planning.plan_evaluation import PlanEvaluator, recalibrate_batch_norm
+from tfprune.planning.plan_evaluation import PlanEvaluator, prune_to_plan, recalibrate_batch_norm
 from tfprune.planning.sensitivity import MeasuredSensitivity, ScoreSensitivity

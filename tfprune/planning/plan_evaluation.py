@@ -72,6 +72,25 @@ def recalibrate_batch_norm(model, x, batch_size=64):
     return len(layers)
 
 
+def prune_to_plan(model, counts, importance="l2"):
+    """`model` pruned one-shot to `{group key: kept}` (the lowest-ranked channels go) and shrunk.
+
+    Args:
+      model: A model (not wrapped); it is not changed.
+      counts: Kept channels per group key (a `ChannelPlan`'s `targets`).
+      importance: How channels are ranked (as `prune_channels`).
+    """
+    from tfprune import channel_pruning
+    from tfprune import schedules
+    from tfprune import surgery
+    from tfprune.planning.channel_plan import ChannelPlan
+
+    # With a plan, the schedule only says when: at step 0, every group reaches its count.
+    wrapped = channel_pruning.prune_channels(model, schedules.ConstantSparsity(0.5, 0),
+                                             importance=importance, plan=ChannelPlan(dict(counts)))
+    return surgery.shrink(wrapped)
+
+
 class PlanEvaluator:
     """`fn(counts) -> loss`: the validation loss of a model pruned to a plan.
 
@@ -99,15 +118,7 @@ class PlanEvaluator:
 
     def pruned_model(self, counts):
         """The model pruned one-shot to `{group key: kept}`, shrunk, BatchNorm re-estimated."""
-        from tfprune import channel_pruning
-        from tfprune import schedules
-        from tfprune import surgery
-        from tfprune.planning.channel_plan import ChannelPlan
-
-        wrapped = channel_pruning.prune_channels(
-            self.model, schedules.ConstantSparsity(0.5, 0), importance=self.importance,
-            plan=ChannelPlan(dict(counts)))
-        small = surgery.shrink(wrapped)
+        small = prune_to_plan(self.model, counts, importance=self.importance)
         if self.recalibrate:
             recalibrate_batch_norm(small, self.x, self.batch_size)
         return small
