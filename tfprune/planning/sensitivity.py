@@ -101,6 +101,7 @@ class MeasuredSensitivity:
 
 
 def default_loss(y, outputs):
+    """Sparse categorical cross-entropy of `outputs` (logits, or probabilities summing to 1)."""
     outputs = np.asarray(outputs, np.float64).reshape(len(y), -1)
     probabilities = np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)
     if not probabilities:
