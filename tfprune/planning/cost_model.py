@@ -177,7 +177,9 @@ def measure_sites(graph, measure, round_to=1, levels=3, progress=None, kind="lat
       round_to: Grid counts are multiples of this.
       levels: Grid points per group.
       progress: Optional `fn(done, total, site_name)`.
-      kind, unit, info: See `CostModel`.
+      kind: See `CostModel`.
+      unit: See `CostModel`.
+      info: See `CostModel`.
 
     Returns:
       A `CostModel` with base 0 and scale 1.

@@ -96,7 +96,8 @@ class PlanEvaluator:
 
     Args:
       model: The model (not wrapped); it is not changed.
-      x, y: A few hundred validation examples and labels.
+      x: A few hundred validation examples.
+      y: Their labels.
       loss_fn: `fn(y_true, y_pred) -> scalar`; default sparse categorical
         cross-entropy (from logits unless the outputs are probabilities).
       importance: Which channels go first (as `prune_channels` ranks them).

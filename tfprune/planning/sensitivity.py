@@ -49,10 +49,12 @@ class MeasuredSensitivity:
 
     Args:
       model: The model (not wrapped).
-      x, y: A few hundred validation examples and labels.
+      x: A few hundred validation examples.
+      y: Their labels.
       loss_fn: `fn(y_true, y_pred) -> scalar`; default sparse categorical
         cross-entropy (from logits unless the outputs are probabilities).
-      round_to, levels: The kept counts measured (see `grid_levels`).
+      round_to: Measured kept counts are multiples of this (see `grid_levels`).
+      levels: Kept counts measured per group (see `grid_levels`).
       importance: Which channels go first (as `prune_channels` ranks them).
       progress: Optional `fn(done, total, group key)`.
     """
