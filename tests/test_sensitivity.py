@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import tfprune
 from tfprune import planning
@@ -53,3 +54,33 @@ def test_score_sensitivity_is_the_share_of_importance_removed():
     assert sensitivity(key, group.size) == 0.0
     np.testing.assert_allclose(sensitivity(key, 3), scores[3:].sum() / scores.sum(), rtol=1e-9)
     assert sensitivity(key, 2) >= sensitivity(key, 3)
+
+
+def test_default_loss_takes_class_indices_or_one_hot_rows_and_refuses_the_rest():
+    from tfprune.planning.sensitivity import default_loss
+
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    sparse = default_loss(np.array([0, 2]), logits)
+    assert sparse == pytest.approx(default_loss(np.eye(3)[[0, 2]], logits), rel=1e-12)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert default_loss(np.array([[0], [2]]), probabilities) == pytest.approx(sparse, rel=1e-9)
+    with pytest.raises(ValueError, match="do not fit 3 class scores"):
+        default_loss(np.array([0, 3]), logits)
+    with pytest.raises(ValueError, match="3 labels for 2 examples"):
+        default_loss(np.array([0, 1, 2]), logits)
+    with pytest.raises(ValueError, match="one output of class scores"):
+        default_loss(np.array([0, 1]), [logits, logits])
+
+
+def test_a_model_with_two_outputs_needs_its_own_loss():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="a")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, [keras.layers.Dense(4, name="o1")(x),
+                                 keras.layers.Dense(2, name="o2")(x)])
+    x, y = _data()
+    with pytest.raises(ValueError, match="Pass loss_fn"):
+        planning.MeasuredSensitivity(model, x, y, levels=2)
+    measured = planning.MeasuredSensitivity(
+        model, x, y, levels=2, loss_fn=lambda y, outs: float(np.mean(outs[0] ** 2)))
+    assert measured("a[out]", 8) == 0.0

@@ -68,7 +68,7 @@ class MeasuredSensitivity:
             model, schedules.ConstantSparsity(0.0, begin_step=2**62), importance=importance)
         pruner = channel_pruning.get_channel_pruner(wrapped)
         loss_fn = loss_fn or default_loss
-        base = float(loss_fn(y, np.asarray(wrapped(x, training=False))))
+        base = float(loss_fn(y, _outputs(wrapped, x)))
         scores = pruner.scores()
         full = pruner.current_keep()
         # Masking zeroes the masked weights: every cut is undone from this copy.
@@ -85,7 +85,7 @@ class MeasuredSensitivity:
                 flags = np.zeros(group.size, dtype=bool)
                 flags[order[:kept]] = True
                 pruner.set_keep({group.id: flags})
-                losses.append(float(loss_fn(y, np.asarray(wrapped(x, training=False)))) - base)
+                losses.append(float(loss_fn(y, _outputs(wrapped, x))) - base)
                 pruner.set_keep(full)
                 for weight, value in zip(wrapped.weights, saved):
                     weight.assign(value)
@@ -102,12 +102,46 @@ class MeasuredSensitivity:
         return float(np.interp(kept, counts, losses))
 
 
+def _outputs(model, x):
+    """`model(x)` in inference mode, as NumPy (a list or dict of arrays for several outputs)."""
+    outputs = model(x, training=False)
+    if isinstance(outputs, dict):
+        return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return [keras.ops.convert_to_numpy(v) for v in outputs]
+    return keras.ops.convert_to_numpy(outputs)
+
+
 def default_loss(y, outputs):
-    """Sparse categorical cross-entropy of `outputs` (logits, or probabilities summing to 1)."""
-    outputs = np.asarray(outputs, np.float64).reshape(len(y), -1)
+    """Categorical cross-entropy of `outputs` (logits, or probabilities summing to 1).
+
+    `y` holds class indices (one per example) or one-hot rows as wide as the
+    outputs.
+
+    Raises:
+      ValueError: If `outputs` is not one array of class scores per example,
+        or `y` fits neither form (pass your own `loss_fn` then).
+    """
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ValueError(f"The default loss needs one output of class scores; the model has "
+                         f"{len(outputs)}. Pass loss_fn=fn(y_true, y_pred) -> scalar.")
+    y = np.asarray(y)
+    outputs = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    if len(y) != len(outputs):
+        raise ValueError(f"{len(y)} labels for {len(outputs)} examples: give one label per "
+                         "example.")
     probabilities = np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)
     if not probabilities:
         outputs = outputs - outputs.max(axis=1, keepdims=True)
         outputs = np.exp(outputs) / np.exp(outputs).sum(axis=1, keepdims=True)
-    picked = outputs[np.arange(len(y)), np.asarray(y, np.int64).reshape(-1)]
-    return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
+    log_p = np.log(np.maximum(outputs, 1e-12))
+    if y.ndim == 2 and y.shape[1] == outputs.shape[1] and y.shape[1] > 1:
+        return float(-np.mean(np.sum(y * log_p, axis=1)))  # one-hot (or soft) labels
+    labels = y.reshape(-1)
+    if labels.size != len(outputs) or not np.all(np.equal(np.mod(labels, 1), 0)) \
+            or labels.min() < 0 or labels.max() >= outputs.shape[1]:
+        raise ValueError(
+            f"Labels of shape {y.shape} do not fit {outputs.shape[1]} class scores per example: "
+            "give class indices in [0, classes) or one-hot rows, or pass loss_fn=fn(y_true, "
+            "y_pred) -> scalar.")
+    return float(-np.mean(log_p[np.arange(len(labels)), labels.astype(np.int64)]))
