@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from tfprune.layer_walk import all_layers
-from tfprune.planning.sensitivity import default_loss
+from tfprune.planning.sensitivity import batches, default_loss, predict_numpy
 
 
 def batch_norm_layers(model):
@@ -51,8 +51,7 @@ def recalibrate_batch_norm(model, x, batch_size=64):
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
-    inputs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
-    count = len(inputs[0])
+    count = len(x[0]) if isinstance(x, (list, tuple)) else len(x)
     if count == 0:
         raise ValueError("recalibrate_batch_norm needs at least one example; x is empty.")
     layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
@@ -60,12 +59,11 @@ def recalibrate_batch_norm(model, x, batch_size=64):
         return 0
     saved = [layer.momentum for layer in layers]
     try:
-        for number, start in enumerate(range(0, count, batch_size)):
+        for number, batch in enumerate(batches(x, batch_size)):
             # Momentum n/(n+1): the moving value becomes the mean over the n+1 batches seen.
             for layer in layers:
                 layer.momentum = number / (number + 1.0)
-            batch = [a[start:start + batch_size] for a in inputs]
-            model(batch if len(batch) > 1 else batch[0], training=True)
+            model(batch, training=True)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
@@ -126,7 +124,8 @@ class PlanEvaluator:
 
     def __call__(self, counts):
         small = self.pruned_model(counts)
-        outputs = small.predict(self.x, batch_size=max(self.batch_size, 256), verbose=0)
-        loss = float(self.loss_fn(self.y, np.asarray(outputs)))
+        # Direct calls: `predict` would trace a new function for every model evaluated.
+        loss = float(self.loss_fn(self.y, predict_numpy(small, self.x, self.batch_size)))
         self.history.append((dict(counts), loss))
         return loss
+

@@ -68,7 +68,7 @@ class MeasuredSensitivity:
             model, schedules.ConstantSparsity(0.0, begin_step=2**62), importance=importance)
         pruner = channel_pruning.get_channel_pruner(wrapped)
         loss_fn = loss_fn or default_loss
-        base = float(loss_fn(y, _outputs(wrapped, x)))
+        base = float(loss_fn(y, predict_numpy(wrapped, x)))
         scores = pruner.scores()
         full = pruner.current_keep()
         # Masking zeroes the masked weights: every cut is undone from this copy.
@@ -85,7 +85,7 @@ class MeasuredSensitivity:
                 flags = np.zeros(group.size, dtype=bool)
                 flags[order[:kept]] = True
                 pruner.set_keep({group.id: flags})
-                losses.append(float(loss_fn(y, _outputs(wrapped, x))) - base)
+                losses.append(float(loss_fn(y, predict_numpy(wrapped, x))) - base)
                 pruner.set_keep(full)
                 for weight, value in zip(wrapped.weights, saved):
                     weight.assign(value)
@@ -102,14 +102,32 @@ class MeasuredSensitivity:
         return float(np.interp(kept, counts, losses))
 
 
-def _outputs(model, x):
-    """`model(x)` in inference mode, as NumPy (a list or dict of arrays for several outputs)."""
-    outputs = model(x, training=False)
-    if isinstance(outputs, dict):
-        return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return [keras.ops.convert_to_numpy(v) for v in outputs]
-    return keras.ops.convert_to_numpy(outputs)
+def batches(x, batch_size):
+    """Consecutive slices of `batch_size` examples of `x` (an array or a list of arrays)."""
+    inputs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    for start in range(0, len(inputs[0]), batch_size):
+        batch = [a[start:start + batch_size] for a in inputs]
+        yield batch if len(batch) > 1 else batch[0]
+
+
+def predict_numpy(model, x, batch_size=64):
+    """`model(x)` in inference mode, batch by batch, as NumPy (a list or dict of arrays for
+    several outputs). Direct calls: `predict` would trace a new function for every model."""
+    parts = []
+    for batch in batches(x, batch_size):
+        outputs = model(batch, training=False)
+        if isinstance(outputs, dict):
+            parts.append({k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()})
+        elif isinstance(outputs, (list, tuple)):
+            parts.append([keras.ops.convert_to_numpy(v) for v in outputs])
+        else:
+            parts.append(keras.ops.convert_to_numpy(outputs))
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in first}
+    if isinstance(first, list):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(first))]
+    return np.concatenate(parts)
 
 
 def default_loss(y, outputs):
