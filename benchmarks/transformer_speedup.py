@@ -22,7 +22,7 @@ Dense and pruned models are converted to float32 and INT8 (full-integer, a
 small random calibration set) TFLite with `tflite_export.conversion` (the
 path `tflite_export.export` takes, fully integer: LayerNormalization is
 traced without the float NEG Keras 3 would leave, see
-`tflite_export.layer_norm`), and timed in LiteRT (XNNPACK) at each
+`tflite_export.integer_normalization`), and timed in LiteRT (XNNPACK) at each
 thread count, all in one run. For each model and precision, the dense and
 pruned interpreters of every thread count run in interleaved rounds: each
 round times dense and pruned back to back (`--runs_per_round` invokes each,

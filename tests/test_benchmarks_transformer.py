@@ -74,7 +74,7 @@ def test_half_the_heads_and_ffn_channels_kept_and_shrink_matches_masks(run):
 
 
 def test_int8_is_fully_integer(run):
-    """No op is left in float, LayerNormalization included (see tflite_export.layer_norm)."""
+    """No op is left in float, LayerNormalization included (see tflite_export.integer_normalization)."""
     assert run.returncode == 0, run.stderr[-3000:]
     int8 = re.findall(r"^  int8: .tflite .*$", run.stdout, re.M)
     assert len(int8) == 2

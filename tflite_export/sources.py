@@ -403,10 +403,10 @@ def _prepare_keras(model, input_shape, kind, source_path=None, temp_dir=None):
     saved_model_dir = os.path.join(temp_dir, "saved_model")
     specs = [keras.InputSpec(shape=s.shape, dtype=s.dtype.name) for s in signatures]
     try:
-        # Traced with LayerNormalization as (x - mean) * inv + beta: no float NEG in INT8.
-        from tflite_export import layer_norm
+        # Normalization layers traced with INT8-friendly ops (no float NEG or SQUARE).
+        from tflite_export import integer_normalization
 
-        with layer_norm.integer_friendly_layer_norms(model):
+        with integer_normalization.integer_friendly_normalization(model):
             model.export(saved_model_dir, format="tf_saved_model", verbose=False,
                          input_signature=[specs] if len(specs) > 1 else specs)
     except Exception:
