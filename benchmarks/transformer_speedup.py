@@ -39,17 +39,16 @@ pruned MACs), speedup / MAC ratio, and the target speedup >= 0.8 x MAC ratio
 left in float, and how LiteRT split each graph between XNNPACK partitions
 and its own kernels.
 
-Measured on x86 (AMD EPYC, 2 shared cores, 2026-11-30, LiteRT 2.3): float32
-graphs run as one XNNPACK partition and speedup / MAC ratio was 0.85-0.97.
-INT8 graphs split into 32-45 partitions: XNNPACK takes no int8 SOFTMAX,
-GELU, BATCH_MATMUL (attention scores and weighted values), RSQRT or
-SQUARED_DIFFERENCE, so those run in LiteRT's own kernels (INT8 ViT is about
-2x slower than float32). The LayerNorm parts of them work on the residual
-stream, which is not pruned here, and do not shrink: with one head and one
-FFN channel left per block (`--heads_keep=0 --ffn_keep=0`) INT8 BERT still
-took 4.5 ms of its 10.6 (float32: 1.1 of 9.1), ViT 8.1 of 25.5 (float32:
-2.1 of 13.6). So INT8 gains less than its MACs promise: ViT INT8 measured
-0.87-0.93, BERT INT8 0.77-0.80 (4 runs).
+Measured on x86 (AMD EPYC, 2 shared cores, 2026-11-30, LiteRT 2.3), two runs:
+float32 graphs run as one XNNPACK partition, speedup / MAC ratio 0.93-0.98.
+INT8 graphs split into 23-32 partitions: XNNPACK takes no int8 SOFTMAX,
+GELU, BATCH_MATMUL (attention scores and weighted values) or RSQRT, which run
+in LiteRT's own kernels; INT8 speedup / MAC ratio was ViT 1.06-1.08 and BERT
+0.91-0.94 (8/8 rows PASS). Earlier, with Keras's LayerNormalization
+converted as it is (its float NEG, and SQUARED_DIFFERENCE, outside XNNPACK),
+INT8 BERT took 11.4 ms dense and 7.2 ms pruned at one thread (now 9.0 and
+4.8) and measured 0.77-0.80: the LayerNorm parts work on the residual
+stream, which is not pruned here, and did not shrink.
 
 Usage:
   python benchmarks/transformer_speedup.py
