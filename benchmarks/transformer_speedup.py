@@ -44,11 +44,13 @@ float32 graphs run as one XNNPACK partition, speedup / MAC ratio 0.93-0.98.
 INT8 graphs split into 23-32 partitions: XNNPACK takes no int8 SOFTMAX,
 GELU, BATCH_MATMUL (attention scores and weighted values) or RSQRT, which run
 in LiteRT's own kernels; INT8 speedup / MAC ratio was ViT 1.06-1.08 and BERT
-0.91-0.94 (8/8 rows PASS). Earlier, with Keras's LayerNormalization
-converted as it is (its float NEG, and SQUARED_DIFFERENCE, outside XNNPACK),
-INT8 BERT took 11.4 ms dense and 7.2 ms pruned at one thread (now 9.0 and
-4.8) and measured 0.77-0.80: the LayerNorm parts work on the residual
-stream, which is not pruned here, and did not shrink.
+0.91-0.94 (8/8 rows PASS). Earlier runs measured BERT INT8 at 0.77-0.80:
+first with Keras's LayerNormalization converted as it is (a float NEG), then
+with the NEG removed but the variance a SQUARED_DIFFERENCE, which XNNPACK
+does not take in int8 (INT8 BERT 11.4 ms dense, 7.2 ms pruned at one
+thread; now 9.0 and 4.8). The LayerNorm parts work on the residual stream,
+which is not pruned here, so the part LiteRT ran outside XNNPACK did not
+shrink; with the square as a product (MUL) XNNPACK runs it.
 
 Usage:
   python benchmarks/transformer_speedup.py
