@@ -259,3 +259,25 @@ def test_export_reports_the_budget(model, table, tmp_path):
     with pytest.raises(ValueError, match="budget=.*must be a dict"):
         tflite_export.export(result.model, tmp_path / "bad.tflite", quantize="float32",
                              budget={"speed": 1})
+
+
+def test_validation_data_for_a_two_input_model_and_mismatched_labels():
+    import keras
+
+    import tfprune
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((8, 8, 3), name="a"), keras.Input((4,), name="b")
+    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv")(a)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Concatenate()([x, keras.layers.Dense(16, name="side")(b)])
+    model = keras.Model([a, b], keras.layers.Dense(3, name="head")(x), name="two_inputs")
+    rng = np.random.default_rng(0)
+    xs = [rng.random((40, 8, 8, 3), dtype=np.float32), rng.random((40, 4), dtype=np.float32)]
+    y = rng.integers(0, 3, 40)
+    budget = 0.6 * tfprune.count_macs(model)
+    result = planner.plan_for_budget(model, macs=budget, sensitivity=(xs, y), round_to=8)
+    assert result.met and result.measured["macs"] <= budget
+    with pytest.raises(ValueError, match="40 examples and 39 labels"):
+        planner.plan_for_budget(model, macs=budget, sensitivity=(xs, y[:39]), round_to=8)

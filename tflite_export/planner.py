@@ -303,10 +303,14 @@ def _sensitivity(model, graph, sensitivity, importance, round_to, progress):
     if sensitivity is None or isinstance(sensitivity, str):
         return planning.ScoreSensitivity(graph, sensitivity or importance), None, None
     if isinstance(sensitivity, (tuple, list)) and len(sensitivity) == 2:
-        x, y = (np.asarray(a) for a in sensitivity)
-        if len(x) == 0 or len(x) != len(y):
+        x, y = sensitivity
+        # One array, or one per model input.
+        x = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else np.asarray(x)
+        y = np.asarray(y)
+        count = len(x[0]) if isinstance(x, list) else len(x)
+        if count == 0 or count != len(y):
             raise ValueError(f"sensitivity=(x, y) needs as many labels as examples, at least "
-                             f"one. Received {len(x)} examples and {len(y)} labels.")
+                             f"one. Received {count} examples and {len(y)} labels.")
         measured = planning.MeasuredSensitivity(
             model, x, y, round_to=round_to, importance=importance,
             progress=lambda done, total, key: progress(done, total, f"sensitivity {key}"))
