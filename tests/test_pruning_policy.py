@@ -161,7 +161,8 @@ def _second_input_enters():
     (_odd_input, r"'stem'.*33x33.*even"),
     (_one_channel_input, r"'stem'.*1 input channels"),
     (_concatenate, r"'cat' \(Concatenate\)"),
-    (_subtract_op, r"keras.ops call 'subtract' \(Subtract\)"),
+    # Keras numbers automatic op names per process ('subtract', 'subtract_12', ...).
+    (_subtract_op, r"keras.ops call 'subtract(_\d+)?' \(Subtract\)"),
     (_spatial_conv_inside, r"'conv3x3' \(Conv2D\).*only 1x1 convolutions"),
     (_no_pooling, r"output of 'logits' \(Dense\) has no GlobalAveragePooling2D"),
     (_side_output_inside, r"output of 'side' \(ReLU\)"),
