@@ -66,6 +66,9 @@ def test_bad_arguments_are_refused_and_momentum_is_restored_after_an_error():
         planning.recalibrate_batch_norm(model, np.zeros((0, 8, 8, 2), "float32"))
     with pytest.raises(ValueError):
         planning.recalibrate_batch_norm(model, np.zeros((4, 8, 8, 5), "float32"))
+    wrapped = tfprune.prune_low_magnitude(_bn_cnn("wrapped"))
+    with pytest.raises(ValueError, match="pruning wrappers .*tfprune.shrink"):
+        planning.recalibrate_batch_norm(wrapped, _data()[0])
     assert all(layer.momentum == 0.99 for layer in planning.plan_evaluation.batch_norm_layers(
         model))
 

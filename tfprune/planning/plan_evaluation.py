@@ -46,8 +46,17 @@ def recalibrate_batch_norm(model, x, batch_size=64):
       The number of BatchNorm layers re-estimated.
 
     Raises:
-      ValueError: If `x` is empty or `batch_size` is not a positive integer.
+      ValueError: If `x` is empty, `batch_size` is not a positive integer, or
+        the model holds pruning wrappers.
     """
+    from tfprune.masked_wrapper import collect_wrappers
+
+    wrappers = collect_wrappers(model)
+    if wrappers:
+        raise ValueError(
+            f"recalibrate_batch_norm got a model with pruning wrappers (e.g. "
+            f"'{wrappers[0].name}'), whose training-mode calls count pruning steps. Pass "
+            "tfprune.shrink(model) or tfprune.strip_pruning(model) instead.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
