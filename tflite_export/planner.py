@@ -305,9 +305,10 @@ def _sensitivity(model, graph, sensitivity, importance, round_to, progress):
     if isinstance(sensitivity, (tuple, list)) and len(sensitivity) == 2:
         x, y = sensitivity
         # One array, or one per model input.
-        x = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else np.asarray(x)
+        inputs = planning.sensitivity.as_inputs(x)
+        x = inputs if isinstance(x, (list, tuple)) else inputs[0]
         y = np.asarray(y)
-        count = len(x[0]) if isinstance(x, list) else len(x)
+        count = len(inputs[0])
         if count == 0 or count != len(y):
             raise ValueError(f"sensitivity=(x, y) needs as many labels as examples, at least "
                              f"one. Received {count} examples and {len(y)} labels.")

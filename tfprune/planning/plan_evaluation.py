@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from tfprune.layer_walk import all_layers
-from tfprune.planning.sensitivity import batches, default_loss, predict_numpy
+from tfprune.planning.sensitivity import as_inputs, batches, default_loss, predict_numpy
 
 
 def batch_norm_layers(model):
@@ -60,8 +60,7 @@ def recalibrate_batch_norm(model, x, batch_size=64):
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
-    count = len(x[0]) if isinstance(x, (list, tuple)) else len(x)
-    if count == 0:
+    if len(as_inputs(x)[0]) == 0:
         raise ValueError("recalibrate_batch_norm needs at least one example; x is empty.")
     layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
     if not layers:

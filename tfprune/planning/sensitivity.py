@@ -102,9 +102,14 @@ class MeasuredSensitivity:
         return float(np.interp(kept, counts, losses))
 
 
+def as_inputs(x):
+    """`x` as a list of arrays, one per model input (an array, or a list/tuple of them)."""
+    return [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+
+
 def batches(x, batch_size):
     """Consecutive slices of `batch_size` examples of `x` (an array or a list of arrays)."""
-    inputs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    inputs = as_inputs(x)
     for start in range(0, len(inputs[0]), batch_size):
         batch = [a[start:start + batch_size] for a in inputs]
         yield batch if len(batch) > 1 else batch[0]
